@@ -1,0 +1,145 @@
+"""Loading: a checkpoint folder (or hub id) → (model, processor or None).
+
+The only module besides the converter that reads checkpoint files; the model itself never does.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import mlx.core as mx
+from mlx.utils import tree_flatten, tree_unflatten
+
+from .config import ModelConfig
+from .errors import ModelLoadError
+from .model.gemma4 import Gemma4Model
+from .quant import quantize_for_loading
+from .weights import sanitize
+
+# What a runtime needs from a hub repository (no optimizer states, no original Orbax files).
+HUB_PATTERNS = ["*.json", "*.safetensors", "*.jinja", "tokenizer.model", "*.txt"]
+_TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json")
+
+
+def resolve_path(path_or_repo: str | Path) -> Path:
+    """A local folder as is; otherwise a hub id fetched with huggingface-hub (HF_HUB_OFFLINE respected)."""
+    p = Path(path_or_repo).expanduser()
+    if p.is_dir():
+        return p
+    if p.exists():
+        raise ModelLoadError(f"{p} is a file, not a checkpoint folder")
+    text = str(path_or_repo)
+    if text.startswith((".", "/", "~")) or text.count("/") != 1:
+        raise ModelLoadError(f"{text}: no such checkpoint folder")
+    from huggingface_hub import snapshot_download
+    from huggingface_hub.errors import HFValidationError, LocalEntryNotFoundError, RepositoryNotFoundError
+
+    try:
+        return Path(snapshot_download(text, allow_patterns=HUB_PATTERNS))
+    except LocalEntryNotFoundError as e:
+        raise ModelLoadError(f"{text}: not in the local hub cache and the hub cannot be reached ({e})") from e
+    except (RepositoryNotFoundError, HFValidationError) as e:
+        raise ModelLoadError(f"{text}: no such hub repository ({e})") from e
+
+
+def read_config(folder: Path) -> dict[str, Any]:
+    """The parsed ``config.json`` of a checkpoint folder."""
+    path = folder / "config.json"
+    if not path.is_file():
+        raise ModelLoadError(f"{folder}: no config.json (not a checkpoint folder)")
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError as e:
+        raise ModelLoadError(f"{path}: not valid JSON ({e})") from e
+
+
+def weight_files(folder: Path) -> list[Path]:
+    """The safetensors shards of a folder: those named by the index, else every *.safetensors."""
+    index = folder / "model.safetensors.index.json"
+    if index.is_file():
+        names = sorted(set(json.loads(index.read_text())["weight_map"].values()))
+        missing = [n for n in names if not (folder / n).is_file()]
+        if missing:
+            raise ModelLoadError(f"{folder}: shard {missing[0]} named by the index is missing")
+        return [folder / n for n in names]
+    files = sorted(folder.glob("*.safetensors"))
+    if not files:
+        raise ModelLoadError(f"{folder}: no *.safetensors weights")
+    return files
+
+
+def read_weights(folder: Path) -> dict[str, mx.array]:
+    """All tensors of a folder, lazily loaded, renamed to MLX paths."""
+    weights: dict[str, mx.array] = {}
+    for f in weight_files(folder):
+        try:
+            weights.update(mx.load(str(f)))
+        except Exception as e:  # mlx raises plain RuntimeError/ValueError for corrupt files
+            raise ModelLoadError(f"{f}: cannot read safetensors ({e})") from e
+    return sanitize(weights)
+
+
+def infer_layer_geometry(raw: dict[str, Any], weights: dict[str, mx.array]) -> dict[str, Any]:
+    """Per-layer head_dim / KV heads from the weights, for configs that state neither form (spec §1.2)."""
+    text = dict(raw.get("text_config", raw))
+    if text.get("per_layer_config") or text.get("global_head_dim") is not None:
+        return raw
+    per_layer = {}
+    for i in range(int(text.get("num_hidden_layers", 0))):
+        q_norm = weights.get(f"language_model.layers.{i}.self_attn.q_norm.weight")
+        k_proj = weights.get(f"language_model.layers.{i}.self_attn.k_proj.weight")
+        if q_norm is None or k_proj is None:
+            continue
+        d = q_norm.shape[0]
+        per_layer[str(i)] = {"head_dim": d, "num_key_value_heads": k_proj.shape[0] // d}
+    text["per_layer_config"] = per_layer
+    return {**raw, "text_config": text} if "text_config" in raw else text
+
+
+def check_weights(model: Gemma4Model, weights: dict[str, mx.array]) -> None:
+    """Every model parameter present with its exact shape, and no unknown tensor; else a clear error."""
+    expected = dict(tree_flatten(model.parameters()))
+    missing = sorted(set(expected) - set(weights))
+    if missing:
+        more = f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""
+        raise ModelLoadError(f"checkpoint is missing tensor '{missing[0]}'{more}")
+    unexpected = sorted(set(weights) - set(expected))
+    if unexpected:
+        more = f" (and {len(unexpected) - 1} more)" if len(unexpected) > 1 else ""
+        raise ModelLoadError(f"checkpoint has unexpected tensor '{unexpected[0]}'{more} for this config")
+    for name, param in expected.items():
+        if tuple(weights[name].shape) != tuple(param.shape):
+            raise ModelLoadError(
+                f"tensor '{name}' has shape {tuple(weights[name].shape)}, the config implies {tuple(param.shape)}"
+            )
+
+
+def load_model(folder: Path, dtype: mx.Dtype | None = None) -> Gemma4Model:
+    """Build the model described by ``folder/config.json`` and load its weights (checked)."""
+    raw = read_config(folder)
+    weights = read_weights(folder)
+    config = ModelConfig.from_dict(infer_layer_geometry(raw, weights))
+    model = Gemma4Model(config)
+    if config.quantization:
+        quantize_for_loading(model, config.quantization, set(weights))
+    check_weights(model, weights)
+    if dtype is not None:
+        weights = {k: v.astype(dtype) if mx.issubdtype(v.dtype, mx.floating) else v for k, v in weights.items()}
+    model.update(tree_unflatten(list(weights.items())))
+    mx.eval(model.parameters())
+    model.eval()
+    return model
+
+
+def load(path_or_repo: str | Path, dtype: mx.Dtype | None = None, with_processor: bool = True):
+    """Load a checkpoint (folder or hub id) → ``(model, processor)``; processor is None without tokenizer files."""
+    folder = resolve_path(path_or_repo)
+    model = load_model(folder, dtype)
+    processor = None
+    if with_processor and all((folder / f).is_file() for f in _TOKENIZER_FILES):
+        from .processing import Processor
+
+        processor = Processor.from_pretrained(folder)
+    return model, processor

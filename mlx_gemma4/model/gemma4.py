@@ -1,0 +1,181 @@
+"""The whole Gemma 4 unified model: token + multimodal embeddings → decoder → tied head."""
+
+from __future__ import annotations
+
+import mlx.core as mx
+import mlx.nn as nn
+import numpy as np
+from mlx_lm.models.cache import KVCache, RotatingKVCache
+
+from ..config import ModelConfig
+from ..errors import InputError
+from .decoder import TextModel
+from .embedders import MultimodalProjection, VisionEmbedder
+from .masks import attention_mask, vision_block_ids
+
+
+def _as_mx(x) -> mx.array | None:
+    return None if x is None else (x if isinstance(x, mx.array) else mx.array(np.asarray(x)))
+
+
+class Gemma4Model(nn.Module):
+    """Gemma 4 unified: ``model(input_ids, pixel_values=…, …, cache=…)`` → logits (B, T, vocab)."""
+
+    def __init__(self, config: ModelConfig):
+        super().__init__()
+        self.config = config
+        text = config.text_config
+        self.language_model = TextModel(text)
+        if config.vision_config is not None:
+            vc = config.vision_config
+            self.vision_embedder = VisionEmbedder(vc)
+            self.embed_vision = MultimodalProjection(vc.output_proj_dims, text.hidden_size, vc.rms_norm_eps)
+        if config.audio_config is not None:
+            ac = config.audio_config
+            self.embed_audio = MultimodalProjection(ac.audio_embed_dim, text.hidden_size, ac.rms_norm_eps)
+
+    @property
+    def layers(self) -> list:
+        """Decoder layers (mlx-lm convention, used by its cache helpers)."""
+        return self.language_model.layers
+
+    def make_cache(self) -> list:
+        """One KV cache per layer: sliding layers keep only the window, full layers everything."""
+        text = self.config.text_config
+        return [
+            RotatingKVCache(max_size=text.sliding_window, keep=0) if t == "sliding_attention" else KVCache()
+            for t in text.layer_types
+        ]
+
+    # -- embeddings -------------------------------------------------------------------------------
+
+    def image_features(self, pixel_values, image_position_ids) -> mx.array:
+        """Soft tokens of every valid patch of every image, in order: (total_patches, hidden)."""
+        if not hasattr(self, "vision_embedder"):
+            raise InputError("this checkpoint has no vision embedder: it cannot take images")
+        pos = np.asarray(image_position_ids).reshape(-1, 2)
+        valid = np.flatnonzero((pos != -1).all(axis=-1))  # padding rows are dropped before any compute
+        patches = _as_mx(pixel_values)
+        patches = patches.reshape(-1, patches.shape[-1])[mx.array(valid)]
+        feats = self.vision_embedder(patches, mx.array(pos[valid].astype(np.int32)))
+        return self.embed_vision(feats)
+
+    def audio_features(self, input_features, input_features_mask) -> mx.array:
+        """Soft tokens of every real audio frame, in order: (total_frames, hidden)."""
+        if not hasattr(self, "embed_audio"):
+            raise InputError("this checkpoint has no audio embedder: it cannot take audio")
+        feats = _as_mx(input_features)
+        frames = feats.reshape(-1, feats.shape[-1])
+        if input_features_mask is not None:
+            valid = np.flatnonzero(np.asarray(input_features_mask).reshape(-1))
+            frames = frames[mx.array(valid)]
+        return self.embed_audio(frames)
+
+    def embed_inputs(
+        self,
+        input_ids,
+        pixel_values=None,
+        image_position_ids=None,
+        input_features=None,
+        input_features_mask=None,
+        pixel_values_videos=None,
+        video_position_ids=None,
+    ) -> mx.array:
+        """Scaled token embeddings with image / video / audio soft tokens scattered into their placeholders."""
+        cfg = self.config
+        ids = _as_mx(input_ids)
+        placeholders = (cfg.image_token_id, cfg.video_token_id, cfg.audio_token_id)
+        is_placeholder = (ids == placeholders[0]) | (ids == placeholders[1]) | (ids == placeholders[2])
+        x = self.language_model.embed(mx.where(is_placeholder, cfg.text_config.pad_token_id, ids))
+        sources = (
+            (cfg.image_token_id, "image", pixel_values, lambda: self.image_features(pixel_values, image_position_ids)),
+            (
+                cfg.video_token_id,
+                "video",
+                pixel_values_videos,
+                lambda: self.image_features(pixel_values_videos, video_position_ids),
+            ),
+            (
+                cfg.audio_token_id,
+                "audio",
+                input_features,
+                lambda: self.audio_features(input_features, input_features_mask),
+            ),
+        )
+        host_ids = None
+        for token_id, kind, given, features in sources:
+            if given is None:
+                continue
+            if host_ids is None:
+                host_ids = np.asarray(ids).reshape(-1)
+            slots = np.flatnonzero(host_ids == token_id)
+            feats = features()
+            if feats.shape[0] != slots.size:
+                raise InputError(
+                    f"{kind} features and {kind} tokens do not match: {slots.size} placeholder tokens, "
+                    f"{feats.shape[0]} soft tokens"
+                )
+            b, t, h = x.shape
+            flat = x.reshape(b * t, h)
+            flat[mx.array(slots)] = feats.astype(x.dtype)
+            x = flat.reshape(b, t, h)
+        return x
+
+    # -- forward ----------------------------------------------------------------------------------
+
+    def __call__(
+        self,
+        input_ids,
+        pixel_values=None,
+        image_position_ids=None,
+        input_features=None,
+        input_features_mask=None,
+        cache=None,
+        *,
+        pixel_values_videos=None,
+        video_position_ids=None,
+        inputs_embeds: mx.array | None = None,
+        logits_to_keep: int = 0,
+        return_hidden: bool = False,
+    ):
+        """Logits for the last ``logits_to_keep`` positions (0 = all); with ``return_hidden`` also the
+        final-normed hidden states of every position.
+
+        ``inputs_embeds`` (from ``embed_inputs``) lets a caller embed a prompt once and prefill it in
+        chunks; ``input_ids`` are still needed for the vision-block masks.
+        """
+        ids = _as_mx(input_ids)
+        if ids.ndim == 1:
+            ids = ids[None]
+        if inputs_embeds is None:
+            inputs_embeds = self.embed_inputs(
+                ids, pixel_values, image_position_ids, input_features, input_features_mask,
+                pixel_values_videos, video_position_ids,
+            )
+        h = self.language_model(inputs_embeds, self._mask_builder(ids, cache), cache)
+        kept = h if logits_to_keep <= 0 else h[:, -logits_to_keep:]
+        logits = self.language_model.logits(kept)
+        return (logits, h) if return_hidden else logits
+
+    def _mask_builder(self, ids: mx.array, cache):
+        """A function (num_keys, window) → mask, memoised so each distinct mask is built once per call."""
+        s = ids.shape[1]
+        offset = cache[0].offset if cache else 0
+        text = self.config.text_config
+        bidirectional = text.use_bidirectional_attention == "vision"
+        blocks = (
+            vision_block_ids(ids, (self.config.image_token_id, self.config.video_token_id))
+            if bidirectional
+            else mx.full(ids.shape, -1, dtype=mx.int32)
+        )
+        memo: dict = {}
+
+        def mask_for(num_keys: int, window: int | None):
+            if s == 1:
+                return None  # one new token: every cached key is visible (sliding caches hold the window)
+            key = (num_keys, window)
+            if key not in memo:
+                memo[key] = attention_mask(blocks, offset, num_keys, window)
+            return memo[key]
+
+        return mask_for

@@ -1,0 +1,61 @@
+"""Weight names: the one place that maps checkpoint tensor names to the MLX module tree.
+
+The MLX tree mirrors the on-disk Hugging Face names minus the ``model.`` prefix (spec §2.2):
+``language_model.*``, ``vision_embedder.*``, ``embed_vision.*``, ``embed_audio.*``. Also accepted:
+a text-only export (``model.layers.*``), the transformers module-tree names
+(``model.embed_vision.patch_ln1`` …) and mlx-vlm's converted layout (``language_model.model.*``).
+"""
+
+from __future__ import annotations
+
+# (prefix in a checkpoint, prefix in the MLX tree), first match wins; order matters.
+_PREFIX_RULES: tuple[tuple[str, str], ...] = (
+    # transformers module-tree names (a model saved without the conversion mapping)
+    ("model.embed_vision.multimodal_embedder.", "embed_vision."),
+    ("model.embed_vision.patch_", "vision_embedder.patch_"),
+    ("model.embed_vision.pos_", "vision_embedder.pos_"),
+    # Hugging Face on-disk names
+    ("model.language_model.", "language_model."),
+    ("model.vision_embedder.", "vision_embedder."),
+    ("model.embed_vision.", "embed_vision."),
+    ("model.embed_audio.", "embed_audio."),
+    # text-only export (Gemma4UnifiedForCausalLM)
+    ("model.", "language_model."),
+    # mlx-vlm layout
+    ("language_model.model.", "language_model."),
+    ("language_model.", "language_model."),
+    ("vision_embedder.", "vision_embedder."),
+    ("embed_vision.", "embed_vision."),
+    ("embed_audio.", "embed_audio."),
+)
+
+# Tensors a checkpoint may carry that the MLX model recomputes or does not need.
+_DROPPED_SUFFIXES = ("rotary_emb.inv_freq", "_inv_freq", "embed_scale")
+_DROPPED_NAMES = ("lm_head.weight", "language_model.lm_head.weight", "model.lm_head.weight")
+
+
+def to_mlx_name(name: str) -> str | None:
+    """MLX parameter path for a checkpoint tensor name, or None when the tensor is not used."""
+    if name in _DROPPED_NAMES or name.endswith(_DROPPED_SUFFIXES):
+        return None
+    if name.startswith("lm_head.") or ".lm_head." in name:
+        return None  # tied head: the embedding is the head
+    for src, dst in _PREFIX_RULES:
+        if name.startswith(src):
+            return dst + name[len(src):]
+    return name  # unknown: left as is, so the loader reports it by its own name
+
+
+def to_hf_name(mlx_name: str) -> str:
+    """The Hugging Face on-disk name of an MLX parameter path (inverse of ``to_mlx_name``)."""
+    return "model." + mlx_name
+
+
+def sanitize(weights: dict) -> dict:
+    """Rename a checkpoint's tensors to MLX paths, dropping those the model does not use."""
+    out = {}
+    for name, value in weights.items():
+        new = to_mlx_name(name)
+        if new is not None:
+            out[new] = value
+    return out

@@ -1,0 +1,25 @@
+"""Shared fixtures: reference checkpoints are built once per test session."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.reference import REAL_12B_TEXT, SMALL_VOCAB_IDS, build_checkpoint
+
+
+@pytest.fixture(scope="session")
+def tiny_ckpt(tmp_path_factory):
+    """The tiny random reference checkpoint (float32, HF layout)."""
+    return build_checkpoint(tmp_path_factory.mktemp("tiny"))
+
+
+@pytest.fixture(scope="session")
+def real_geometry_ckpt(tmp_path_factory):
+    """Two layers of the real 12B sizes (one sliding, one full), small vocabulary."""
+    return build_checkpoint(
+        tmp_path_factory.mktemp("real12b"),
+        text=REAL_12B_TEXT,
+        vision={},
+        top=SMALL_VOCAB_IDS,
+        seed=1,
+    )
