@@ -172,7 +172,7 @@ class PromptBuilder:
 
     def text(self, n: int) -> PromptBuilder:
         """n ordinary word tokens."""
-        self.tokens += self.rng.integers(10, 900, size=n).tolist()
+        self.tokens += self.rng.integers(10, 900, size=n).tolist()  # below every special id
         return self
 
     def image(self, cols: int, rows: int) -> PromptBuilder:
@@ -242,3 +242,16 @@ def reference_greedy(ckpt: Checkpoint, prompt: Prompt, n: int) -> list[int]:
         out.append(nxt)
         ids = np.concatenate([ids, [[nxt]]], axis=1)
     return out
+
+
+def parity_cases(ids: dict[str, int], window: int = 16) -> dict[str, Prompt]:
+    """The issue's parity prompts; image blocks (6×4 = 24 tokens) are longer than the tiny window (16)."""
+    p = lambda seed: PromptBuilder(ids, seed=seed)  # noqa: E731
+    return {
+        "text": p(1).text(24).build(),
+        "image_longer_than_window": p(2).text(4).image(6, 4).text(6).build(),
+        "audio": p(3).text(4).audio(16100).text(5).build(),
+        "image_audio_text": p(4).text(3).image(5, 5).text(2).audio(7000).text(6).build(),
+        "two_images": p(5).text(3).image(6, 4).text(4).image(3, 7).text(3).build(),
+        "longer_than_three_windows": p(6).text(3 * window + 13).build(),
+    }
