@@ -255,3 +255,10 @@ def parity_cases(ids: dict[str, int], window: int = 16) -> dict[str, Prompt]:
         "two_images": p(5).text(3).image(6, 4).text(4).image(3, 7).text(3).build(),
         "longer_than_three_windows": p(6).text(3 * window + 13).build(),
     }
+
+
+def with_dtype(ckpt: Checkpoint, dtype: torch.dtype) -> Checkpoint:
+    """A copy of the reference in another dtype (casting in place would round the shared fp32 weights)."""
+    import copy
+
+    return Checkpoint(ckpt.path, copy.deepcopy(ckpt.model).to(dtype), ckpt.config)

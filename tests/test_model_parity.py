@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from mlx_gemma4.load import load
-from tests.reference import parity_cases, reference_greedy, reference_logits
+from tests.reference import parity_cases, reference_greedy, reference_logits, with_dtype
 
 FP32_TOL = 1e-3  # the reference's own float32-vs-float64 gap on such models is ~1e-5 .. 2e-4
 
@@ -64,15 +64,11 @@ def test_greedy_continuation_matches_reference(model, tiny_ckpt, cases):
 def test_bfloat16_error_is_no_worse_than_the_references_own(tiny_ckpt, cases):
     """bf16 compute: our error vs the float32 reference stays within 2× the reference's own bf16 error."""
     model16 = load(tiny_ckpt.path, dtype=mx.bfloat16)[0]
-    ref_model = tiny_ckpt.model
+    ref16_ckpt = with_dtype(tiny_ckpt, torch.bfloat16)
     for name in ("text", "image_audio_text"):
         prompt = cases[name]
         ref32 = reference_logits(tiny_ckpt, prompt)
-        ref_model.to(torch.bfloat16)
-        try:
-            ref16 = reference_logits(tiny_ckpt, prompt)
-        finally:
-            ref_model.to(torch.float32)
+        ref16 = reference_logits(ref16_ckpt, prompt)
         ours = np.array(model16(**prompt.mlx_kwargs()).astype(mx.float32))
         ref_err = np.abs(ref16 - ref32).max()
         our_err = np.abs(ours - ref32).max()
