@@ -115,3 +115,19 @@ def test_sharded_checkpoint_with_index_loads(tiny_ckpt, tmp_path):
     (tmp_path / shards[-1]).unlink()
     with pytest.raises(ModelLoadError, match=f"shard {shards[-1]} named by the index is missing"):
         load(tmp_path)
+
+
+def test_text_only_export_loads(tiny_ckpt, tmp_path):
+    """A Gemma4UnifiedForCausalLM export (prefix ``model.``, model_type gemma4_unified_text) loads too."""
+    import torch
+    from transformers import Gemma4UnifiedForCausalLM
+
+    text_model = Gemma4UnifiedForCausalLM(tiny_ckpt.config.text_config).eval()
+    text_model.model.load_state_dict(tiny_ckpt.model.model.language_model.state_dict())
+    text_model.save_pretrained(tmp_path)
+    model = load(tmp_path)[0]
+    assert not hasattr(model, "vision_embedder") and not hasattr(model, "embed_audio")
+    prompt = parity_cases(tiny_ckpt.ids)["text"]
+    with torch.no_grad():
+        ref = text_model(torch.from_numpy(prompt.input_ids)).logits.numpy()
+    assert np.abs(np.array(model(prompt.input_ids)) - ref).max() <= 1e-3
