@@ -4,6 +4,13 @@ The MLX tree mirrors the on-disk Hugging Face names minus the ``model.`` prefix 
 ``language_model.*``, ``vision_embedder.*``, ``embed_vision.*``, ``embed_audio.*``. Also accepted:
 a text-only export (``model.layers.*``), the transformers module-tree names
 (``model.embed_vision.patch_ln1`` …) and mlx-vlm's converted layout (``language_model.model.*``).
+
+The MTP drafter (``gemma4_unified_assistant``, spec §8.1) has its own tree: its HF names minus
+``model.``, nothing else renamed — ``embed_tokens.weight`` (output head only), ``layers.N.self_attn.
+{q_proj,q_norm,o_proj}``, ``layers.N.mlp.*``, the four ``layers.N.*_layernorm``, ``layers.N.layer_scalar``,
+``norm.weight``, ``pre_projection.weight``, ``post_projection.weight`` (and ``masked_embedding.*`` when
+``use_ordered_embeddings``). ``assistant_to_mlx_name`` maps them; ``mlx_gemma4/model/drafter.py`` builds its
+modules under exactly these paths, so converted drafter folders load with plain ``model.update``.
 """
 
 from __future__ import annotations
@@ -59,3 +66,19 @@ def sanitize(weights: dict) -> dict:
         if new is not None:
             out[new] = value
     return out
+
+
+# The Orbax converter may also write a ``final_norm`` the HF assistant module does not have (spec §8.1).
+_ASSISTANT_DROPPED = ("lm_head.weight", "model.final_norm.weight", "final_norm.weight")
+
+
+def assistant_to_mlx_name(name: str) -> str | None:
+    """MLX parameter path of an MTP drafter tensor (HF name minus ``model.``), or None when unused."""
+    if name in _ASSISTANT_DROPPED or name.endswith(_DROPPED_SUFFIXES):
+        return None
+    return name[len("model."):] if name.startswith("model.") else name
+
+
+def sanitize_assistant(weights: dict) -> dict:
+    """Rename an MTP drafter checkpoint's tensors to its MLX paths, dropping those it does not use."""
+    return {new: v for name, v in weights.items() if (new := assistant_to_mlx_name(name)) is not None}
