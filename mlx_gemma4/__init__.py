@@ -15,6 +15,14 @@ _LAZY = {
     "InputError": "mlx_gemma4.errors",
     "ModelLoadError": "mlx_gemma4.errors",
     "ConversionError": "mlx_gemma4.errors",
+    "stream_generate": "mlx_gemma4.generation",
+    "generate": "mlx_gemma4.generation",
+    "GenerationChunk": "mlx_gemma4.generation",
+    "GenerationResult": "mlx_gemma4.generation",
+    "GenerationStats": "mlx_gemma4.stats",
+    "ChatSession": "mlx_gemma4.session",
+    "batch_generate": "mlx_gemma4.batch",
+    "load_drafter": "mlx_gemma4.model.drafter",
 }
 
 

@@ -16,6 +16,7 @@ from .config import ModelConfig
 from .errors import ModelLoadError
 from .model.gemma4 import Gemma4Model
 from .quant import quantize_for_loading
+from .sampling import GenerationDefaults
 from .weights import sanitize
 
 # What a runtime needs from a hub repository (no optimizer states, no original Orbax files).
@@ -130,6 +131,8 @@ def load_model(folder: Path, dtype: mx.Dtype | None = None) -> Gemma4Model:
     model.update(tree_unflatten(list(weights.items())))
     mx.eval(model.parameters())
     model.eval()
+    # Sampling defaults, stop ids and suppressed tokens travel with the model (generation reads them).
+    model.generation_defaults = GenerationDefaults.from_folder(folder, (config.eoi_token_id, config.eoa_token_id))
     return model
 
 

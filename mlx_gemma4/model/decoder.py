@@ -7,6 +7,7 @@ from collections.abc import Callable
 
 import mlx.core as mx
 import mlx.nn as nn
+from mlx_lm.models.base import scaled_dot_product_attention
 
 from ..config import TextConfig
 
@@ -74,7 +75,7 @@ class Attention(nn.Module):
         if periods is not None:
             self._rope_periods = periods  # underscore: a constant, not a weight
 
-    def _rope(self, x: mx.array, offset: int) -> mx.array:
+    def _rope(self, x: mx.array, offset: int | mx.array) -> mx.array:
         periods = getattr(self, "_rope_periods", None)
         return mx.fast.rope(
             x, self.head_dim, traditional=False, base=self._rope_base, scale=1.0, offset=offset, freqs=periods
@@ -83,6 +84,9 @@ class Attention(nn.Module):
     def __call__(self, x: mx.array, mask_for: Callable, cache=None) -> mx.array:
         b, s, _ = x.shape
         offset = cache.offset if cache is not None else 0
+        left_padding = getattr(mask_for, "left_padding", None)
+        if left_padding is not None:
+            offset = offset - left_padding  # per-row positions of a left-padded batch
         q = self.q_norm(self.q_proj(x).reshape(b, s, self.n_heads, -1)).transpose(0, 2, 1, 3)
         k_raw = self.k_proj(x).reshape(b, s, self.n_kv_heads, -1)
         v_raw = k_raw if self.k_eq_v else self.v_proj(x).reshape(b, s, self.n_kv_heads, -1)
@@ -93,7 +97,8 @@ class Attention(nn.Module):
         if cache is not None:
             k, v = cache.update_and_fetch(k, v)
         mask = mask_for(k.shape[2], self.window)
-        out = mx.fast.scaled_dot_product_attention(q, k, v, scale=1.0, mask=mask)
+        # mlx-lm's dispatcher: quantized KV caches hand back (packed, scales, biases) triples.
+        out = scaled_dot_product_attention(q, k, v, cache, scale=1.0, mask=mask)
         return self.o_proj(out.transpose(0, 2, 1, 3).reshape(b, s, -1))
 
 

@@ -11,7 +11,7 @@ from ..config import ModelConfig
 from ..errors import InputError
 from .decoder import TextModel
 from .embedders import MultimodalProjection, VisionEmbedder
-from .masks import attention_mask, vision_block_ids
+from .masks import MaskContext, attention_mask, cached_key_positions, padding_mask, vision_block_ids
 
 
 def _as_mx(x) -> mx.array | None:
@@ -137,12 +137,15 @@ class Gemma4Model(nn.Module):
         inputs_embeds: mx.array | None = None,
         logits_to_keep: int = 0,
         return_hidden: bool = False,
+        left_padding: mx.array | None = None,
     ):
         """Logits for the last ``logits_to_keep`` positions (0 = all); with ``return_hidden`` also the
         final-normed hidden states of every position.
 
         ``inputs_embeds`` (from ``embed_inputs``) lets a caller embed a prompt once and prefill it in
-        chunks; ``input_ids`` are still needed for the vision-block masks.
+        chunks; ``input_ids`` are still needed for the vision-block masks. ``left_padding`` (B,) gives
+        the number of padding tokens at the start of each row of a left-padded batch: their keys are
+        masked out and each row's RoPE positions start at its first real token.
         """
         ids = _as_mx(input_ids)
         if ids.ndim == 1:
@@ -152,30 +155,40 @@ class Gemma4Model(nn.Module):
                 ids, pixel_values, image_position_ids, input_features, input_features_mask,
                 pixel_values_videos, video_position_ids,
             )
-        h = self.language_model(inputs_embeds, self._mask_builder(ids, cache), cache)
+        if left_padding is not None:
+            left_padding = _as_mx(left_padding).astype(mx.int32)
+        h = self.language_model(inputs_embeds, self._mask_builder(ids, cache, left_padding), cache)
         kept = h if logits_to_keep <= 0 else h[:, -logits_to_keep:]
         logits = self.language_model.logits(kept)
         return (logits, h) if return_hidden else logits
 
-    def _mask_builder(self, ids: mx.array, cache):
-        """A function (num_keys, window) → mask, memoised so each distinct mask is built once per call."""
+    def _mask_builder(self, ids: mx.array, cache, left_padding: mx.array | None = None) -> MaskContext:
+        """Masks by (num_keys, window), each built once per call; padding-aware when ``left_padding``."""
         s = ids.shape[1]
         offset = cache[0].offset if cache else 0
         text = self.config.text_config
-        bidirectional = text.use_bidirectional_attention == "vision"
-        blocks = (
-            vision_block_ids(ids, (self.config.image_token_id, self.config.video_token_id))
-            if bidirectional
-            else mx.full(ids.shape, -1, dtype=mx.int32)
-        )
-        memo: dict = {}
+        blocks = None
+        if s > 1:
+            blocks = (
+                vision_block_ids(ids, (self.config.image_token_id, self.config.video_token_id))
+                if text.use_bidirectional_attention == "vision"
+                else mx.full(ids.shape, -1, dtype=mx.int32)
+            )
+        # The first cache of each kind: all layers of a kind hold the same positions, and the first one
+        # is updated before any layer of its kind asks for a mask.
+        reference: dict = {}
+        for t, c in zip(text.layer_types, cache or [], strict=False):
+            reference.setdefault(text.sliding_window if t == "sliding_attention" else None, c)
 
-        def mask_for(num_keys: int, window: int | None):
+        def build(num_keys: int, window: int | None):
             if s == 1:
-                return None  # one new token: every cached key is visible (sliding caches hold the window)
-            key = (num_keys, window)
-            if key not in memo:
-                memo[key] = attention_mask(blocks, offset, num_keys, window)
-            return memo[key]
+                if left_padding is None:
+                    return None  # one new token: every cached key is visible (sliding caches hold the window)
+                return padding_mask(cached_key_positions(reference[window], num_keys), left_padding)
+            mask = attention_mask(blocks, offset, num_keys, window)
+            if left_padding is None:
+                return mask
+            key_pos = (offset + s - num_keys) + mx.arange(num_keys)
+            return mask & padding_mask(key_pos, left_padding, offset + mx.arange(s))
 
-        return mask_for
+        return MaskContext(build, left_padding)

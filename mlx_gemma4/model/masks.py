@@ -49,3 +49,44 @@ def attention_mask(
         pad = mx.zeros((same.shape[0], s, num_keys - s), dtype=mx.bool_)
         same = mx.concatenate([pad, same], axis=2)
     return (allowed | same)[:, None]
+
+
+def cached_key_positions(cache, num_keys: int) -> mx.array:
+    """Absolute positions of the ``num_keys`` keys a cache returned from its last update.
+
+    A rotating cache returns a ring buffer after single-token updates: slot ``_idx − 1`` holds the
+    newest key and the others go backwards from there; after a multi-token update, and for plain
+    caches, the keys are in temporal order (``_idx == num_keys``), which the same formula covers.
+    """
+    idx = getattr(cache, "_idx", num_keys)
+    slots = mx.arange(num_keys)
+    return cache.offset - 1 - ((idx - 1 - slots) % num_keys)
+
+
+def padding_mask(key_pos: mx.array, left_padding: mx.array, query_pos: mx.array | None = None) -> mx.array:
+    """(B, 1, S or 1, K): keys that are real tokens of their row (left padding excluded).
+
+    With ``query_pos`` a padding query may still see itself, so no row of the mask is empty (an
+    all-masked softmax row gives NaN, and NaN times a zero weight would leak into real rows).
+    """
+    valid = key_pos[None, :] >= left_padding[:, None]  # (B, K)
+    valid = valid[:, None, None, :]
+    if query_pos is None:
+        return valid
+    return valid | (key_pos[None, :] == query_pos[:, None])[None, None]
+
+
+class MaskContext:
+    """What the decoder layers need besides the hidden states: masks by (num_keys, window), and the
+    per-row left padding that shifts RoPE positions (None for unpadded input)."""
+
+    def __init__(self, build, left_padding: mx.array | None = None):
+        self._build = build
+        self._memo: dict = {}
+        self.left_padding = left_padding
+
+    def __call__(self, num_keys: int, window: int | None):
+        key = (num_keys, window)
+        if key not in self._memo:
+            self._memo[key] = self._build(num_keys, window)
+        return self._memo[key]

@@ -1,0 +1,183 @@
+"""Sampling settings, their checkpoint defaults (``generation_config.json``) and the token sampler.
+
+The filters are mlx-lm's (``apply_top_k`` / ``apply_top_p`` / ``apply_min_p``), applied in the
+reference's order (temperature → top-k → top-p → min-p) with a renormalisation between them, so
+each threshold means what it means in transformers. ``filtered_logprobs`` is exposed separately
+because speculative sampling needs the target's distribution, not just a draw from it.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import mlx.core as mx
+from mlx_lm.sample_utils import apply_min_p, apply_top_k, apply_top_p
+
+from .errors import InputError
+
+# Spec §7.4: what the converter writes; used when a checkpoint has no generation_config.json.
+_FALLBACK = {"temperature": 1.0, "top_k": 64, "top_p": 0.95, "eos_token_id": [1, 106, 50]}
+
+
+@dataclass(frozen=True)
+class GenerationDefaults:
+    """The checkpoint's ``generation_config.json`` fields that generation uses."""
+
+    temperature: float = 1.0
+    top_k: int = 64
+    top_p: float = 0.95
+    min_p: float = 0.0
+    repetition_penalty: float = 1.0
+    eos_token_ids: tuple[int, ...] = (1, 106, 50)
+    suppress_tokens: tuple[int, ...] = ()
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any], extra_suppress: tuple[int, ...] = ()) -> GenerationDefaults:
+        """From a parsed generation config; ``extra_suppress`` is always suppressed too (eoi/eoa rows)."""
+        d = {**_FALLBACK, **{k: v for k, v in d.items() if v is not None}}
+        eos = d["eos_token_id"]
+        eos = [eos] if isinstance(eos, int) else list(eos)
+        if not d.get("do_sample", True):
+            d["temperature"] = 0.0
+        return cls(
+            temperature=float(d["temperature"]),
+            top_k=int(d.get("top_k") or 0),
+            top_p=float(d.get("top_p") or 1.0),
+            min_p=float(d.get("min_p") or 0.0),
+            repetition_penalty=float(d.get("repetition_penalty") or 1.0),
+            eos_token_ids=tuple(int(i) for i in eos),
+            suppress_tokens=tuple(sorted({*map(int, d.get("suppress_tokens") or []), *extra_suppress})),
+        )
+
+    @classmethod
+    def from_folder(cls, folder: str | Path, extra_suppress: tuple[int, ...] = ()) -> GenerationDefaults:
+        """Read ``folder/generation_config.json`` (spec §7.4 values when the file is absent)."""
+        path = Path(folder) / "generation_config.json"
+        d = json.loads(path.read_text()) if path.is_file() else {}
+        return cls.from_dict(d, extra_suppress)
+
+
+def model_defaults(model) -> GenerationDefaults:
+    """The defaults attached to a loaded model, else spec §7.4 with the model's eoi/eoa suppressed."""
+    found = getattr(model, "generation_defaults", None)
+    if found is not None:
+        return found
+    cfg = model.config
+    return GenerationDefaults.from_dict({}, (cfg.eoi_token_id, cfg.eoa_token_id))
+
+
+@dataclass(frozen=True)
+class SamplingParams:
+    """Resolved sampling settings for one generation (None in the API means 'checkpoint default')."""
+
+    temperature: float
+    top_k: int
+    top_p: float
+    min_p: float
+    repetition_penalty: float
+    repetition_context: int = 64
+    suppress_tokens: tuple[int, ...] = field(default_factory=tuple)
+
+    @property
+    def greedy(self) -> bool:
+        """Temperature 0 means argmax."""
+        return self.temperature == 0.0
+
+    def with_suppressed(self, ids) -> SamplingParams:
+        """A copy that also suppresses ``ids``."""
+        return replace(self, suppress_tokens=tuple(sorted({*self.suppress_tokens, *ids})))
+
+
+def resolve_params(
+    defaults: GenerationDefaults,
+    temperature: float | None = None,
+    top_k: int | None = None,
+    top_p: float | None = None,
+    min_p: float | None = None,
+    repetition_penalty: float | None = None,
+) -> SamplingParams:
+    """Merge user settings over the checkpoint defaults and validate them (InputError on nonsense)."""
+    t = defaults.temperature if temperature is None else temperature
+    k = defaults.top_k if top_k is None else top_k
+    p = defaults.top_p if top_p is None else top_p
+    m = defaults.min_p if min_p is None else min_p
+    r = defaults.repetition_penalty if repetition_penalty is None else repetition_penalty
+    if not isinstance(t, (int, float)) or not math.isfinite(t) or t < 0:
+        raise InputError(f"temperature must be a finite number >= 0, got {t!r}")
+    if not isinstance(k, int) or isinstance(k, bool) or k < 0:
+        raise InputError(f"top_k must be an integer >= 0 (0 = off), got {k!r}")
+    if not isinstance(p, (int, float)) or not 0 < p <= 1:
+        raise InputError(f"top_p must be in (0, 1], got {p!r}")
+    if not isinstance(m, (int, float)) or not 0 <= m < 1:
+        raise InputError(f"min_p must be in [0, 1), got {m!r}")
+    if not isinstance(r, (int, float)) or not math.isfinite(r) or r <= 0:
+        raise InputError(f"repetition_penalty must be a number > 0 (1 = off), got {r!r}")
+    return SamplingParams(float(t), int(k), float(p), float(m), float(r), suppress_tokens=defaults.suppress_tokens)
+
+
+def _renorm(lp: mx.array) -> mx.array:
+    return lp - mx.logsumexp(lp, axis=-1, keepdims=True)
+
+
+def filtered_logprobs(logits: mx.array, params: SamplingParams) -> mx.array:
+    """Normalised log-probabilities of the distribution actually sampled from (temperature + filters).
+
+    Greedy settings give a one-hot distribution on the argmax (so speculative sampling degenerates to
+    exact greedy verification).
+    """
+    logits = logits.astype(mx.float32)
+    if params.greedy:
+        best = mx.argmax(logits, axis=-1, keepdims=True)
+        hot = mx.arange(logits.shape[-1]) == best
+        return mx.where(hot, 0.0, -mx.inf)
+    lp = _renorm(logits / params.temperature)
+    vocab = lp.shape[-1]
+    if 0 < params.top_k < vocab:
+        lp = _renorm(apply_top_k(lp, params.top_k))
+    if params.top_p < 1.0:
+        lp = _renorm(apply_top_p(lp, params.top_p))
+    if params.min_p > 0.0:
+        lp = _renorm(apply_min_p(lp, params.min_p))
+    return lp
+
+
+def make_sampler(params: SamplingParams) -> Callable[[mx.array], mx.array]:
+    """logits (B, V) → token ids (B,), following ``params``; draws use MLX's global key (seeded per call)."""
+    if params.greedy:
+        return lambda logits: mx.argmax(logits, axis=-1)
+    return lambda logits: mx.random.categorical(filtered_logprobs(logits, params))
+
+
+def make_processors(params: SamplingParams, vocab_size: int) -> list[Callable[[mx.array, mx.array], mx.array]]:
+    """Logits processors (history, logits) → logits: token suppression, then the repetition penalty."""
+    procs = []
+    if params.suppress_tokens:
+        bias = mx.zeros((vocab_size,), dtype=mx.float32)
+        bias[mx.array(list(params.suppress_tokens))] = -mx.inf
+        procs.append(lambda _history, logits: logits + bias.astype(logits.dtype))
+    if params.repetition_penalty != 1.0:
+        procs.append(_repetition_penalty(params.repetition_penalty, params.repetition_context))
+    return procs
+
+
+def _repetition_penalty(penalty: float, context: int):
+    # Per-row history (B, n): mlx-lm's processor shares one history across the batch.
+    def process(history: mx.array, logits: mx.array) -> mx.array:
+        recent = history[:, -context:]
+        seen = mx.take_along_axis(logits, recent, axis=-1)
+        seen = mx.where(seen < 0, seen * penalty, seen / penalty)
+        return mx.put_along_axis(logits, recent, seen, axis=-1)
+
+    return process
+
+
+def apply_processors(procs, history: mx.array | None, logits: mx.array) -> mx.array:
+    """Run the processors in order (history may be None when no processor needs it)."""
+    for p in procs:
+        logits = p(history, logits)
+    return logits
