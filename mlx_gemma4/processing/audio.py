@@ -1,0 +1,174 @@
+"""Audio → 640-sample frames at 16 kHz for the encoder-free audio projection (spec §6.2).
+
+Pipeline: decode (soundfile: WAV, FLAC, OGG, MP3, …) → float32 → mono (channel mean) → 16 kHz
+(soxr) → clip to [−1, 1] → split into ≤ 30 s clips → frames of 640 samples, the last one zero-padded.
+"""
+
+from __future__ import annotations
+
+import io
+import math
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import soundfile as sf
+import soxr
+
+from ..errors import InputError
+
+SAMPLE_RATE = 16_000
+FRAME = 640  # samples per audio soft token (40 ms)
+MAX_CLIP_FRAMES = 750  # 30 s: the processor's audio_seq_length, the longest clip the model was made for
+RESAMPLE_QUALITY = "HQ"
+
+# An array comes with its rate as (samples, rate); a bare array is taken to be 16 kHz, as in transformers.
+AudioSource = str | os.PathLike | bytes | bytearray | memoryview | np.ndarray | tuple
+
+
+@dataclass(frozen=True)
+class ProcessedAudio:
+    """One audio input: its clips (each ≤ the clip limit) as frame arrays."""
+
+    clips: list[np.ndarray]  # each (frames, 640) float32
+    duration_s: float  # of the 16 kHz waveform
+
+    @property
+    def frame_counts(self) -> list[int]:
+        """Number of soft tokens of each clip."""
+        return [c.shape[0] for c in self.clips]
+
+
+def describe_source(source: object) -> str:
+    """A short name for an audio source in error messages."""
+    if isinstance(source, (str, os.PathLike)):
+        return str(source)
+    if isinstance(source, (bytes, bytearray, memoryview)):
+        return f"<{len(source)} bytes of audio>"
+    if isinstance(source, np.ndarray):
+        return f"<audio array {source.shape}>"
+    if isinstance(source, tuple):
+        return "<audio (array, rate)>"
+    return f"<{type(source).__name__}>"
+
+
+def _decode(source: AudioSource, name: str) -> tuple[np.ndarray, int]:
+    """Read a file or bytes with soundfile → ((samples, channels) float32, rate)."""
+    if isinstance(source, (str, os.PathLike)):
+        path = Path(source)
+        if not path.exists():
+            raise InputError(f"{name}: no such file")
+        if not path.is_file():
+            raise InputError(f"{name}: not a file")
+        if path.stat().st_size == 0:
+            raise InputError(f"{name}: empty file (0 bytes)")
+        fp: object = str(path)
+    else:
+        if len(source) == 0:
+            raise InputError(f"{name}: empty audio data (0 bytes)")
+        fp = io.BytesIO(bytes(source))
+    try:
+        # float32 decoding scales integer PCM (8/16/24/32-bit) into [−1, 1).
+        data, rate = sf.read(fp, dtype="float32", always_2d=True)
+    except sf.LibsndfileError as e:
+        raise InputError(
+            f"{name}: unsupported or corrupt audio ({e.error_string}); readable containers are "
+            "WAV, FLAC, OGG (Vorbis/Opus), MP3 and the other formats of libsndfile"
+        ) from e
+    except (RuntimeError, TypeError, ValueError, OSError) as e:
+        raise InputError(f"{name}: cannot decode audio ({e})") from e
+    return data, int(rate)
+
+
+def _from_array(source: np.ndarray | tuple, name: str) -> tuple[np.ndarray, int]:
+    """Validate an in-memory waveform: (samples,) or (samples, channels), with an optional rate."""
+    if isinstance(source, tuple):
+        if len(source) != 2:
+            raise InputError(f"{name}: pass audio arrays as (samples, sampling_rate)")
+        array, rate = source
+        if isinstance(rate, bool) or not isinstance(rate, (int, np.integer)) or rate <= 0:
+            raise InputError(f"{name}: sampling rate must be a positive integer, got {rate!r}")
+    else:
+        array, rate = source, SAMPLE_RATE
+    array = np.asarray(array)
+    if array.dtype.kind not in "fiu" or array.ndim not in (1, 2):
+        raise InputError(f"{name}: audio must be a 1-D or (samples, channels) numeric array")
+    if array.dtype.kind in "iu":
+        # Integer PCM scaled like soundfile does: full scale of the type maps to ±1.
+        info = np.iinfo(array.dtype)
+        array = (array.astype(np.float64) - (info.max + 1 + info.min) / 2) / ((info.max - info.min + 1) / 2)
+    array = array.astype(np.float32, copy=False)
+    return (array[:, None] if array.ndim == 1 else array), int(rate)
+
+
+def load_audio(source: AudioSource, *, sample_rate: int = SAMPLE_RATE) -> np.ndarray:
+    """Decode any supported source to a mono float32 waveform in [−1, 1] at ``sample_rate``."""
+    name = describe_source(source)
+    if isinstance(source, (np.ndarray, tuple)):
+        data, rate = _from_array(source, name)
+    elif isinstance(source, (str, os.PathLike, bytes, bytearray, memoryview)):
+        data, rate = _decode(source, name)
+    else:
+        raise InputError(f"{name}: audio must be a file path, bytes, or a numpy array (optionally with its rate)")
+    if data.shape[0] == 0 or data.shape[1] == 0:
+        raise InputError(f"{name}: no audio samples")
+    if not np.isfinite(data).all():
+        raise InputError(f"{name}: audio contains NaN or infinite samples")
+    # Channel mean in float64 so a stereo sum cannot lose precision, then back to float32.
+    mono = data.mean(axis=1, dtype=np.float64).astype(np.float32) if data.shape[1] > 1 else data[:, 0]
+    if rate != sample_rate:
+        mono = soxr.resample(mono, rate, sample_rate, quality=RESAMPLE_QUALITY).astype(np.float32, copy=False)
+        if mono.size == 0:
+            raise InputError(f"{name}: too short to resample ({data.shape[0]} samples at {rate} Hz)")
+    # Float files may exceed full scale and the resampler can overshoot near ±1; the model expects [−1, 1].
+    return np.clip(mono, -1.0, 1.0).astype(np.float32, copy=False)
+
+
+def to_frames(waveform: np.ndarray, frame: int = FRAME) -> np.ndarray:
+    """(samples,) → (⌈samples/frame⌉, frame) float32, the last frame completed with zeros."""
+    n = math.ceil(waveform.shape[0] / frame)
+    out = np.zeros((n * frame,), dtype=np.float32)
+    out[: waveform.shape[0]] = waveform
+    return out.reshape(n, frame)
+
+
+def split_waveform(waveform: np.ndarray, max_samples: int) -> list[np.ndarray]:
+    """Consecutive pieces of at most ``max_samples`` samples (the last may be shorter)."""
+    return [waveform[i : i + max_samples] for i in range(0, waveform.shape[0], max_samples)]
+
+
+def process_audio(
+    source: AudioSource,
+    *,
+    split: bool = True,
+    max_clip_frames: int = MAX_CLIP_FRAMES,
+    frame: int = FRAME,
+    sample_rate: int = SAMPLE_RATE,
+) -> ProcessedAudio:
+    """Decode one audio input and cut it into frames; longer than the clip limit → several clips or an error."""
+    waveform = load_audio(source, sample_rate=sample_rate)
+    max_samples = max_clip_frames * frame
+    duration = waveform.shape[0] / sample_rate
+    if waveform.shape[0] > max_samples:
+        if not split:
+            limit = max_samples / sample_rate
+            raise InputError(
+                f"{describe_source(source)}: {duration:.1f} s of audio is longer than the {limit:g} s the model "
+                f"takes per clip; allow splitting (split_audio=True) to send it as {limit:g} s clips, or trim it"
+            )
+        pieces = split_waveform(waveform, max_samples)
+    else:
+        pieces = [waveform]
+    return ProcessedAudio([to_frames(p, frame) for p in pieces], duration)
+
+
+def batch_clips(clips: list[np.ndarray], frame: int = FRAME) -> tuple[np.ndarray, np.ndarray]:
+    """Stack clips right-padded with zero frames → features (B, F, frame) and mask (B, F), True = real."""
+    longest = max(c.shape[0] for c in clips)
+    features = np.zeros((len(clips), longest, frame), dtype=np.float32)
+    mask = np.zeros((len(clips), longest), dtype=bool)
+    for i, c in enumerate(clips):
+        features[i, : c.shape[0]] = c
+        mask[i, : c.shape[0]] = True
+    return features, mask
