@@ -9,8 +9,8 @@ from tests.reference import REAL_12B_TEXT, SMALL_VOCAB_IDS, build_checkpoint
 
 @pytest.fixture(scope="session")
 def tiny_ckpt(tmp_path_factory):
-    """The tiny random reference checkpoint (float32, HF layout)."""
-    return build_checkpoint(tmp_path_factory.mktemp("tiny"))
+    """The tiny random reference checkpoint (float32, HF layout, stand-in tokenizer and chat template)."""
+    return build_checkpoint(tmp_path_factory.mktemp("tiny"), with_processor=True)
 
 
 @pytest.fixture(scope="session")

@@ -131,3 +131,11 @@ def test_text_only_export_loads(tiny_ckpt, tmp_path):
     with torch.no_grad():
         ref = text_model(torch.from_numpy(prompt.input_ids)).logits.numpy()
     assert np.abs(np.array(model(prompt.input_ids)) - ref).max() <= 1e-3
+
+
+def test_load_returns_the_checkpoints_processor(tiny_ckpt):
+    from mlx_gemma4.processing import Processor
+
+    model, processor = load(tiny_ckpt.path)
+    assert isinstance(processor, Processor)
+    assert load(tiny_ckpt.path, with_processor=False)[1] is None
