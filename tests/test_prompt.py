@@ -288,3 +288,17 @@ def test_processing_never_imports_mlx(folder):
     )
     root = Path(__file__).resolve().parents[1]
     subprocess.run([sys.executable, "-c", code], check=True, cwd=root)
+
+
+def test_repository_examples(ref, proc):
+    """The example files decode and give the reference's ids (EXIF note upright, speech resampled)."""
+    root = Path(__file__).resolve().parents[1] / "examples"
+    names = ["chart.png", "scene.jpg", "rotated_note.jpg"]
+    msgs = [{"role": "user", "content": [*({"type": "image", "path": str(root / n)} for n in names),
+                                         {"type": "audio", "path": str(root / "speech.ogg")},
+                                         {"type": "text", "text": "Describe the chart ."}]}]
+    got = proc(msgs, image_budget=140)
+    images = [load_image(root / n) for n in names]
+    assert images[2].size == (360, 480)  # upright
+    assert_same(got, ref_inputs(ref, msgs, images, [load_audio(root / "speech.ogg")], budget=140))
+    assert 4.0 < got.input_features_mask.sum() * 640 / 16000 < 8.0
