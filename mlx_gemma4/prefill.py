@@ -70,12 +70,13 @@ def make_cache(model, kv_bits: int | None = None, max_kv_size: int | None = None
         raise InputError("kv_bits and max_kv_size cannot be combined (mlx-lm has no quantized rotating cache)")
     text = model.config.text_config
     caches = []
-    for t in text.layer_types:
+    for t, head_dim in zip(text.layer_types, text.layer_head_dims, strict=True):
         if t == "sliding_attention":
             window = text.sliding_window if max_kv_size is None else min(text.sliding_window, max_kv_size)
             caches.append(SlidingKVCache(max_size=window, keep=0))
         elif kv_bits is not None:
-            caches.append(QuantizedKVCache(group_size=kv_group_size, bits=kv_bits))
+            group = kv_group_size if head_dim % kv_group_size == 0 else 32  # tiny test models: head_dim 32
+            caches.append(QuantizedKVCache(group_size=group, bits=kv_bits))
         elif max_kv_size is not None:
             caches.append(SlidingKVCache(max_size=max_kv_size, keep=0))
         else:

@@ -96,7 +96,8 @@ class Attention(nn.Module):
         k = self._rope(k, offset)
         if cache is not None:
             k, v = cache.update_and_fetch(k, v)
-        mask = mask_for(k.shape[2], self.window)
+        num_keys = (k[0] if isinstance(k, tuple) else k).shape[2]  # quantized caches return (packed, scales, biases)
+        mask = mask_for(num_keys, self.window)
         # mlx-lm's dispatcher: quantized KV caches hand back (packed, scales, biases) triples.
         out = scaled_dot_product_attention(q, k, v, cache, scale=1.0, mask=mask)
         return self.o_proj(out.transpose(0, 2, 1, 3).reshape(b, s, -1))
