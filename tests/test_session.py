@@ -1,0 +1,62 @@
+"""ChatSession: a second turn prefills only its new tokens and matches a from-scratch run."""
+
+from __future__ import annotations
+
+import mlx.core as mx
+import numpy as np
+import pytest
+
+from mlx_gemma4 import ChatSession
+from mlx_gemma4.load import load
+from mlx_gemma4.prefill import cache_offset
+from tests.reference import PromptBuilder
+
+
+@pytest.fixture(scope="module")
+def model(tiny_ckpt):
+    return load(tiny_ckpt.path)[0]
+
+
+def test_second_turn_prefills_only_new_tokens_and_matches_scratch(model, tiny_ckpt):
+    first = PromptBuilder(tiny_ckpt.ids, seed=41).text(5).image(6, 4).text(4).build()
+    # The second turn carries its own image: its arrays are only those of the new tokens.
+    second = PromptBuilder(tiny_ckpt.ids, seed=42).text(3).image(3, 3).text(2).build()
+    second.input_ids = second.input_ids[:, 1:]  # no second <bos>
+    session = ChatSession(model, None, temperature=0, max_tokens=12, prefill_chunk=8)
+    reply1 = session.ask(first)
+    assert session.last_prefill_tokens == first.input_ids.shape[1]
+    history = list(session.tokens)
+    assert history[: first.input_ids.shape[1]] == first.input_ids[0].tolist()
+    assert cache_offset(session.cache) == len(history)
+
+    prefill_logits = []
+    original = type(model).__call__
+
+    def spy(self, *args, **kwargs):  # records the logits of every prefill chunk of the second turn
+        out = original(self, *args, **kwargs)
+        if kwargs.get("inputs_embeds") is not None:
+            prefill_logits.append(out[0] if isinstance(out, tuple) else out)
+        return out
+
+    type(model).__call__ = spy
+    try:
+        reply2 = session.ask(second, max_tokens=12)
+    finally:
+        type(model).__call__ = original
+    assert session.last_prefill_tokens == second.input_ids.shape[1]
+    assert reply2.stats.prompt_tokens == second.input_ids.shape[1]
+
+    # From scratch: the whole conversation as the session saw it, in one forward.
+    all_ids = np.array([history + second.input_ids[0].tolist()])
+    kw = {k: np.concatenate([getattr(first, k), getattr(second, k)]) for k in ("pixel_values", "image_position_ids")}
+    scratch = model(all_ids, **kw, logits_to_keep=1)[0, -1]
+    assert np.abs(np.array(prefill_logits[-1][0, -1]) - np.array(scratch)).max() <= 1e-4
+    # And its greedy continuation equals the session's reply.
+    cont = []
+    ids = all_ids
+    for _ in range(4):
+        nxt = int(mx.argmax(model(ids, **kw, logits_to_keep=1)[0, -1]).item())
+        cont.append(nxt)
+        ids = np.concatenate([ids, [[nxt]]], axis=1)
+    assert reply2.token_ids[:4] == cont
+    assert reply1.token_ids and len(session.tokens) == cache_offset(session.cache)
