@@ -15,8 +15,6 @@ from rich.table import Table
 
 from mlx_gemma4.errors import ConversionError, InputError
 
-console = Console()
-
 _SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([KMG]i?B?|B)?\s*$", re.IGNORECASE)
 _UNITS = {"": 1, "B": 1, "K": 1e3, "M": 1e6, "G": 1e9, "KI": 2**10, "MI": 2**20, "GI": 2**30}
 
@@ -40,7 +38,7 @@ def _interrupt_on_sigterm() -> None:
         signal.signal(signal.SIGTERM, handler)
 
 
-def _progress() -> Progress:
+def _progress(console: Console) -> Progress:
     return Progress(
         TextColumn("[bold]{task.description}"), BarColumn(), DownloadColumn(), TimeRemainingColumn(),
         TextColumn("{task.fields[tensor]}", style="dim"), console=console, transient=True,
@@ -66,17 +64,18 @@ def convert_cmd(
     if upload_repo is not None and upload_repo.count("/") != 1:
         raise ConversionError(f"--upload-repo must look like org/name, not {upload_repo!r}")
     _interrupt_on_sigterm()
-    with _progress() as bar:
+    console = Console()  # per command: picks up the terminal width of this run
+    with _progress(console) as bar:
         task = bar.add_task("converting", total=None, tensor="")
         result = convert(src, out, opts, lambda done, total, name: bar.update(task, completed=done, total=total,
                                                                                 tensor=name))
-    print_report(result)
+    print_report(result, console)
     if upload_repo:
         url = upload(result.out, upload_repo)
         console.print(f"uploaded to {url}")
 
 
-def print_report(result) -> None:
+def print_report(result, console: Console) -> None:
     """The conversion report: size, bits per weight, precision per component, warnings."""
     table = Table(title=f"{result.out}", show_footer=True)
     table.add_column("component", footer="total")
@@ -107,7 +106,8 @@ def synth_cmd(
     from mlx_gemma4.convert.synth import synthesize
 
     _interrupt_on_sigterm()
-    with _progress() as bar:
+    console = Console()  # per command: picks up the terminal width of this run
+    with _progress(console) as bar:
         task = bar.add_task("writing", total=None, tensor="")
         info = synthesize(out, geometry, layers=layers, dtype=dtype, seed=seed, force=force,
                           progress=lambda done, total, name: bar.update(task, completed=done, total=total,
