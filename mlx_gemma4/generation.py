@@ -80,7 +80,9 @@ def prepare_input(model, processor, prompt, images: Sequence = (), audio: Sequen
             raise InputError("text or chat messages need a processor (tokenizer); pass token ids instead")
         messages = _user_message(prompt, len(images), len(audio)) if isinstance(prompt, str) else prompt
         enc = processor(messages, images=images or None, audio=audio or None, enable_thinking=thinking)
-        return _from_mapping(dict(enc))
+        if not isinstance(enc, dict):  # the processor returns an object with array attributes
+            enc = {k: getattr(enc, k, None) for k in ("input_ids", *ARRAY_KEYS)}
+        return _from_mapping(enc)
     if images or audio:
         raise InputError("pass images/audio with text or messages; pre-tokenised input carries its own arrays")
     if isinstance(prompt, dict):
