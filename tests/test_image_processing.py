@@ -2,10 +2,13 @@
 
 Soft-token counts, position ids and padding must be identical. Pixel values must be identical when no
 resize happens (decode, RGB conversion, rescale and patch layout are then all that is left); after a
-resize Pillow's bicubic and torchvision's antialiased bicubic differ slightly. Measured on the images
-below and on 180 random sizes (smooth, noise and edge images, up- and downscaling): max |Δ| = 2/255 and
-at most 1.9 % of the values differ (smooth downscaling is the worst class; noise ≤ 1.0 %, edges ≤ 0.5 %).
-The asserted bound is max |Δ| ≤ 2/255 and ≤ 2.5 % of values differing, mean |Δ| ≤ 0.1/255.
+resize Pillow's bicubic (two passes, width first, as torchvision does) and torchvision's antialiased
+uint8 bicubic differ slightly. Measured on 318 resized cases (random sizes 1–3000 px, every budget;
+smooth, noise and edge images): max |Δ| = 2/255 in every class; worst fraction of differing values
+per image: upscaling 1.5 % (smooth) / 1.0 % (noise) / 0.2 % (edges), downscaling 0.7 % / 0.7 % / 0.5 %,
+extreme aspect ratios 0.7 % / 1.0 % / 0.4 %; mean |Δ| ≤ 0.015/255. Asserted: max |Δ| ≤ 2/255,
+≤ 2 % of values differing, mean |Δ| ≤ 0.03/255. (A single-call Pillow resize, which may run the
+vertical pass first, was off by up to 12/255 on 25 % of values for tall images; see the tall cases.)
 """
 
 from __future__ import annotations
@@ -24,8 +27,8 @@ from mlx_gemma4.processing import image as image_mod
 from mlx_gemma4.processing.image import load_image, process_image, target_size
 
 MAX_DIFF = 2 / 255 + 1e-6  # two uint8 levels, plus float32 rounding of the rescale
-MAX_FRACTION = 0.025
-MAX_MEAN = 0.1 / 255
+MAX_FRACTION = 0.02
+MAX_MEAN = 0.03 / 255
 
 
 @cache
@@ -97,6 +100,10 @@ RESIZED = [
     (123, 45, 280),
     (640, 480, 1120),
     (3000, 4000, 140),
+    # Tall images downscaled ≥ 2×: catch a vertical-first resize (the reference resizes width first).
+    (1667, 451, 70),
+    (822, 427, 70),
+    (1957, 785, 280),
 ]
 
 
@@ -105,7 +112,9 @@ def test_resized_noise_matches_reference(h, w, budget):
     assert_matches(noise(h, w, seed=h * 7 + w), budget, exact=False)
 
 
-@pytest.mark.parametrize("h,w,budget", [(480, 640, 280), (200, 300, 70), (1000, 37, 1120), (2400, 3600, 560)])
+@pytest.mark.parametrize(
+    "h,w,budget", [(480, 640, 280), (200, 300, 70), (1000, 37, 1120), (2400, 3600, 560), (1200, 400, 70)]
+)
 def test_resized_smooth_matches_reference(h, w, budget):
     assert_matches(smooth(h, w), budget, exact=False)
 

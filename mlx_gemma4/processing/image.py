@@ -182,9 +182,14 @@ def load_image(source: ImageSource, *, max_pixels: int | None = DEFAULT_MAX_PIXE
 def resize_to_budget(image: Image.Image, budget: int = DEFAULT_BUDGET) -> np.ndarray:
     """Resize an RGB image to its budget size (bicubic, antialiased); returns (H, W, 3) uint8."""
     new_h, new_w = target_size(image.height, image.width, budget)
-    if (new_h, new_w) != (image.height, image.width):
-        # Pillow's bicubic always antialiases on downscaling, like torchvision's antialias=True;
-        # the two differ by at most a couple of uint8 levels on a small fraction of pixels.
+    # Two single-axis passes, width first, each rounded to uint8: the order torchvision's antialiased
+    # uint8 resize uses. A one-call Pillow resize may run the vertical pass first (when that is
+    # cheaper), which on strong downscaling of tall images differs from the reference by up to 12
+    # levels on a quarter of the values; in this order the two agree within 1–2 levels on < 2 %.
+    # Pillow's bicubic antialiases on downscaling (support widened by the scale), as antialias=True does.
+    if new_w != image.width:
+        image = image.resize((new_w, image.height), Image.Resampling.BICUBIC)
+    if new_h != image.height:
         image = image.resize((new_w, new_h), Image.Resampling.BICUBIC)
     return np.asarray(image, dtype=np.uint8)
 
