@@ -45,6 +45,11 @@ def test_missing_image(tmp_path):
     assert_input_error(process_image, path, match="no such file", name=str(path))
 
 
+def test_urls_are_not_fetched():
+    assert_input_error(process_image, "https://example.com/cat.jpg", match="URLs are not fetched", name="example.com")
+    assert_input_error(load_audio, "http://example.com/a.wav", match="URLs are not fetched", name="example.com")
+
+
 def test_zero_byte_image(tmp_path):
     path = tmp_path / "empty.jpg"
     path.write_bytes(b"")

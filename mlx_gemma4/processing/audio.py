@@ -56,6 +56,8 @@ def describe_source(source: object) -> str:
 def _decode(source: AudioSource, name: str) -> tuple[np.ndarray, int]:
     """Read a file or bytes with soundfile → ((samples, channels) float32, rate)."""
     if isinstance(source, (str, os.PathLike)):
+        if str(source).startswith(("http://", "https://")):
+            raise InputError(f"{name}: URLs are not fetched (no network access here); download the file first")
         path = Path(source)
         if not path.exists():
             raise InputError(f"{name}: no such file")

@@ -99,6 +99,8 @@ def num_soft_tokens(height: int, width: int, budget: int = DEFAULT_BUDGET) -> in
 def _open(source: ImageSource, name: str, max_pixels: int | None) -> Image.Image:
     """Decode a path/bytes source fully, with our own pixel limit instead of Pillow's global one."""
     if isinstance(source, (str, os.PathLike)):
+        if str(source).startswith(("http://", "https://")):
+            raise InputError(f"{name}: URLs are not fetched (no network access here); download the file first")
         path = Path(source)
         if not path.exists():
             raise InputError(f"{name}: no such file")
