@@ -12,7 +12,7 @@ import mlx.core as mx
 import numpy as np
 import torch
 
-from mlx_gemma4.load import load
+from mlx_gemma4.loader import load
 from tests.reference import (
     REAL_12B_TEXT,
     SMALL_VOCAB_IDS,

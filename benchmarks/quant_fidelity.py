@@ -31,7 +31,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from mlx_gemma4.convert.convert import ConvertOptions, convert  # noqa: E402
 
-from mlx_gemma4.load import load  # noqa: E402
+from mlx_gemma4.loader import load  # noqa: E402
 from tests.convert_helpers import kl_top1  # noqa: E402
 from tests.reference import REAL_12B_TEXT, SMALL_VOCAB_IDS, PromptBuilder, build_checkpoint  # noqa: E402
 

@@ -11,7 +11,7 @@ from mlx.utils import tree_flatten
 
 from mlx_gemma4.config import ModelConfig
 from mlx_gemma4.errors import ConversionError, Gemma4Error
-from mlx_gemma4.load import infer_layer_geometry, resolve_path
+from mlx_gemma4.loader import infer_layer_geometry, resolve_path
 from mlx_gemma4.weights import assistant_to_mlx_name, to_mlx_name
 
 from .safetensors_io import TensorInfo, read_header

@@ -10,7 +10,7 @@ from typing import Any
 __version__ = "0.1.0"
 
 _LAZY = {
-    "load": "mlx_gemma4.load",
+    "load": "mlx_gemma4.loader",
     "Gemma4Error": "mlx_gemma4.errors",
     "InputError": "mlx_gemma4.errors",
     "ModelLoadError": "mlx_gemma4.errors",

@@ -26,7 +26,7 @@ import mlx.core as mx
 import numpy as np
 from safetensors.numpy import save_file
 
-from mlx_gemma4.load import weight_files
+from mlx_gemma4.loader import weight_files
 
 
 def kl_top1(reference: np.ndarray, test: np.ndarray) -> tuple[float, float]:

@@ -231,14 +231,17 @@ def reference_logits(ckpt: Checkpoint, prompt: Prompt) -> np.ndarray:
 
 
 @torch.no_grad()
-def reference_greedy(ckpt: Checkpoint, prompt: Prompt, n: int) -> list[int]:
-    """n greedy tokens from the reference, by full forwards (exact, no cache subtleties)."""
+def reference_greedy(ckpt: Checkpoint, prompt: Prompt, n: int, suppress: tuple[int, ...] = ()) -> list[int]:
+    """n greedy tokens from the reference, by full forwards (exact, no cache subtleties); ``suppress``
+    ids are never chosen (as generation does with the generation config's suppress_tokens)."""
     ids = prompt.input_ids
     out = []
     for _ in range(n):
         p = Prompt(ids, prompt.pixel_values, prompt.image_position_ids, prompt.input_features,
                    prompt.input_features_mask)
-        nxt = int(reference_logits(ckpt, p)[0, -1].argmax())
+        last = reference_logits(ckpt, p)[0, -1]
+        last[list(suppress)] = -np.inf
+        nxt = int(last.argmax())
         out.append(nxt)
         ids = np.concatenate([ids, [[nxt]]], axis=1)
     return out

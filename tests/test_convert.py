@@ -13,7 +13,7 @@ from mlx_gemma4.convert.standin_tokenizer import write_standin_processor
 from safetensors import safe_open
 
 from mlx_gemma4.errors import ConversionError
-from mlx_gemma4.load import load
+from mlx_gemma4.loader import load
 from tests.convert_helpers import kl_top1, make_mlx_vlm_style, write_assistant_checkpoint
 from tests.reference import PromptBuilder, parity_cases, reference_logits
 

@@ -16,7 +16,7 @@ import pytest
 from mlx_gemma4.cli.app import app
 from typer.testing import CliRunner
 
-from mlx_gemma4.load import load
+from mlx_gemma4.loader import load
 
 runner = CliRunner()
 

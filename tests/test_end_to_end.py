@@ -10,7 +10,7 @@ import soundfile as sf
 import torch
 from PIL import Image
 
-from mlx_gemma4.load import load
+from mlx_gemma4.loader import load
 from tests.reference import mm_token_type_ids
 from tests.reference_tokenizer import reference_processor
 

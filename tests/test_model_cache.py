@@ -6,7 +6,7 @@ import mlx.core as mx
 import numpy as np
 import pytest
 
-from mlx_gemma4.load import load
+from mlx_gemma4.loader import load
 from tests.reference import PromptBuilder
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from mlx_gemma4.load import load
+from mlx_gemma4.loader import load
 from tests.reference import PromptBuilder, reference_logits
 
 

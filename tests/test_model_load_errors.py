@@ -11,7 +11,7 @@ import pytest
 
 from mlx_gemma4.config import ModelConfig
 from mlx_gemma4.errors import ModelLoadError
-from mlx_gemma4.load import load
+from mlx_gemma4.loader import load
 from tests.reference import parity_cases, reference_logits
 
 SHARD = "model.safetensors"

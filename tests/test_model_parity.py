@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from mlx_gemma4.load import load
+from mlx_gemma4.loader import load
 from tests.reference import parity_cases, reference_greedy, reference_logits, with_dtype
 
 FP32_TOL = 1e-3  # the reference's own float32-vs-float64 gap on such models is ~1e-5 .. 2e-4

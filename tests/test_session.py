@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from mlx_gemma4 import ChatSession
-from mlx_gemma4.load import load
+from mlx_gemma4.loader import load
 from mlx_gemma4.prefill import cache_offset
 from tests.reference import PromptBuilder
 

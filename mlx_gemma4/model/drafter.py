@@ -131,7 +131,7 @@ def drafter_config(raw: dict) -> tuple[TextConfig, int]:
 
 def load_drafter(path: str | Path, target=None, dtype: mx.Dtype | None = None) -> Drafter:
     """Load an MTP drafter folder (HF or converted layout); checks its geometry against ``target``."""
-    from ..load import read_config, weight_files
+    from ..loader import read_config, weight_files
 
     folder = Path(path)
     cfg, backbone = drafter_config(read_config(folder))
