@@ -22,7 +22,7 @@ _LAZY = {
     "GenerationStats": "mlx_gemma4.stats",
     "ChatSession": "mlx_gemma4.session",
     "batch_generate": "mlx_gemma4.batch",
-    "load_drafter": "mlx_gemma4.model.drafter",
+    "load_drafter": "mlx_gemma4.loader",
 }
 
 

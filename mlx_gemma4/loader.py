@@ -6,18 +6,21 @@ The only module besides the converter that reads checkpoint files; the model its
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import mlx.core as mx
+import mlx.nn as nn
 from mlx.utils import tree_flatten, tree_unflatten
 
 from .config import ModelConfig
 from .errors import ModelLoadError
+from .model.drafter import Drafter, check_compatible, drafter_config
 from .model.gemma4 import Gemma4Model
 from .quant import quantize_for_loading
 from .sampling import GenerationDefaults
-from .weights import sanitize
+from .weights import sanitize, sanitize_assistant
 
 # What a runtime needs from a hub repository (no optimizer states, no original Orbax files).
 HUB_PATTERNS = ["*.json", "*.safetensors", "*.jinja", "tokenizer.model", "*.txt"]
@@ -71,7 +74,7 @@ def weight_files(folder: Path) -> list[Path]:
     return files
 
 
-def read_weights(folder: Path) -> dict[str, mx.array]:
+def read_weights(folder: Path, rename: Callable[[dict], dict] = sanitize) -> dict[str, mx.array]:
     """All tensors of a folder, lazily loaded, renamed to MLX paths."""
     weights: dict[str, mx.array] = {}
     for f in weight_files(folder):
@@ -79,7 +82,7 @@ def read_weights(folder: Path) -> dict[str, mx.array]:
             weights.update(mx.load(str(f)))
         except Exception as e:  # mlx raises plain RuntimeError/ValueError for corrupt files
             raise ModelLoadError(f"{f}: cannot read safetensors ({e})") from e
-    return sanitize(weights)
+    return rename(weights)
 
 
 def infer_layer_geometry(raw: dict[str, Any], weights: dict[str, mx.array]) -> dict[str, Any]:
@@ -99,22 +102,35 @@ def infer_layer_geometry(raw: dict[str, Any], weights: dict[str, mx.array]) -> d
     return {**raw, "text_config": text} if "text_config" in raw else text
 
 
-def check_weights(model: Gemma4Model, weights: dict[str, mx.array]) -> None:
+def check_weights(model: nn.Module, weights: dict[str, mx.array], what: str = "checkpoint") -> None:
     """Every model parameter present with its exact shape, and no unknown tensor; else a clear error."""
     expected = dict(tree_flatten(model.parameters()))
     missing = sorted(set(expected) - set(weights))
     if missing:
         more = f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""
-        raise ModelLoadError(f"checkpoint is missing tensor '{missing[0]}'{more}")
+        raise ModelLoadError(f"{what} is missing tensor '{missing[0]}'{more}")
     unexpected = sorted(set(weights) - set(expected))
     if unexpected:
         more = f" (and {len(unexpected) - 1} more)" if len(unexpected) > 1 else ""
-        raise ModelLoadError(f"checkpoint has unexpected tensor '{unexpected[0]}'{more} for this config")
+        raise ModelLoadError(f"{what} has unexpected tensor '{unexpected[0]}'{more} for this config")
     for name, param in expected.items():
         if tuple(weights[name].shape) != tuple(param.shape):
             raise ModelLoadError(
                 f"tensor '{name}' has shape {tuple(weights[name].shape)}, the config implies {tuple(param.shape)}"
             )
+
+
+def fill_weights(
+    model: nn.Module, weights: dict[str, mx.array], quantization: dict | None, dtype: mx.Dtype | None, what: str
+) -> None:
+    """Quantize the layers the checkpoint holds quantized, check every tensor, then load (cast to dtype)."""
+    if quantization:
+        quantize_for_loading(model, quantization, set(weights))
+    check_weights(model, weights, what)
+    if dtype is not None:
+        weights = {k: v.astype(dtype) if mx.issubdtype(v.dtype, mx.floating) else v for k, v in weights.items()}
+    model.update(tree_unflatten(list(weights.items())))
+    mx.eval(model.parameters())
 
 
 def load_model(folder: Path, dtype: mx.Dtype | None = None) -> Gemma4Model:
@@ -123,13 +139,7 @@ def load_model(folder: Path, dtype: mx.Dtype | None = None) -> Gemma4Model:
     weights = read_weights(folder)
     config = ModelConfig.from_dict(infer_layer_geometry(raw, weights))
     model = Gemma4Model(config)
-    if config.quantization:
-        quantize_for_loading(model, config.quantization, set(weights))
-    check_weights(model, weights)
-    if dtype is not None:
-        weights = {k: v.astype(dtype) if mx.issubdtype(v.dtype, mx.floating) else v for k, v in weights.items()}
-    model.update(tree_unflatten(list(weights.items())))
-    mx.eval(model.parameters())
+    fill_weights(model, weights, config.quantization, dtype, "checkpoint")
     model.eval()
     # Sampling defaults, stop ids and suppressed tokens travel with the model (generation reads them).
     model.generation_defaults = GenerationDefaults.from_folder(folder, (config.eoi_token_id, config.eoa_token_id))
@@ -146,3 +156,16 @@ def load(path_or_repo: str | Path, dtype: mx.Dtype | None = None, with_processor
 
         processor = Processor.from_pretrained(folder)
     return model, processor
+
+
+def load_drafter(path_or_repo: str | Path, target: Gemma4Model | None = None, dtype: mx.Dtype | None = None):
+    """Load an MTP drafter (``gemma4_unified_assistant``, HF or converted layout) → ``Drafter``, checked
+    against ``target``."""
+    folder = resolve_path(path_or_repo)
+    raw = read_config(folder)
+    cfg, backbone = drafter_config(raw)
+    model = Drafter(cfg, backbone)
+    fill_weights(model, read_weights(folder, sanitize_assistant), raw.get("quantization"), dtype, "drafter checkpoint")
+    if target is not None:
+        check_compatible(model, target)
+    return model

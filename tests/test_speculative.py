@@ -12,8 +12,7 @@ from safetensors.numpy import save_file
 
 from mlx_gemma4.errors import InputError
 from mlx_gemma4.generation import generate
-from mlx_gemma4.loader import load
-from mlx_gemma4.model.drafter import load_drafter
+from mlx_gemma4.loader import load, load_drafter
 from mlx_gemma4.sampling import SamplingParams, filtered_logprobs
 from mlx_gemma4.speculative import ForcedDrafter, verify
 from tests.reference import PromptBuilder

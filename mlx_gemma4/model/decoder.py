@@ -117,12 +117,16 @@ class MLP(nn.Module):
 
 
 class DecoderLayer(nn.Module):
-    """Four sandwich norms; the learned ``layer_scalar`` multiplies the whole residual stream."""
+    """Four sandwich norms; the learned ``layer_scalar`` multiplies the whole residual stream.
 
-    def __init__(self, cfg: TextConfig, layer_idx: int):
+    ``attention`` is the attention class (the MTP drafter's layers attend to the target's K/V instead);
+    the call's extra arguments go to it unchanged.
+    """
+
+    def __init__(self, cfg: TextConfig, layer_idx: int, attention: type[nn.Module] | None = None):
         super().__init__()
         h, eps = cfg.hidden_size, cfg.rms_norm_eps
-        self.self_attn = Attention(cfg, layer_idx)
+        self.self_attn = (attention or Attention)(cfg, layer_idx)
         self.mlp = MLP(h, cfg.intermediate_size)
         self.input_layernorm = RMSNorm(h, eps)
         self.post_attention_layernorm = RMSNorm(h, eps)
@@ -130,8 +134,8 @@ class DecoderLayer(nn.Module):
         self.post_feedforward_layernorm = RMSNorm(h, eps)
         self.layer_scalar = mx.ones((1,))
 
-    def __call__(self, x: mx.array, mask_for: Callable, cache=None) -> mx.array:
-        x = x + self.post_attention_layernorm(self.self_attn(self.input_layernorm(x), mask_for, cache))
+    def __call__(self, x: mx.array, *attention_args) -> mx.array:
+        x = x + self.post_attention_layernorm(self.self_attn(self.input_layernorm(x), *attention_args))
         x = x + self.post_feedforward_layernorm(self.mlp(self.pre_feedforward_layernorm(x)))
         return x * self.layer_scalar.astype(x.dtype)
 

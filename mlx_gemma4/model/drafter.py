@@ -23,16 +23,12 @@ implemented — the 12B assistant does not use it; a checkpoint with it is refus
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import mlx.core as mx
 import mlx.nn as nn
-from mlx.utils import tree_flatten, tree_unflatten
 
 from ..config import TextConfig
 from ..errors import ModelLoadError
-from ..weights import sanitize_assistant
-from .decoder import MLP, RMSNorm, rope_periods
+from .decoder import DecoderLayer, RMSNorm, rope_periods
 
 ASSISTANT_TYPE = "gemma4_unified_assistant"
 
@@ -62,26 +58,6 @@ class DraftAttention(nn.Module):
         return self.o_proj(out.transpose(0, 2, 1, 3).reshape(b, s, -1))
 
 
-class DraftLayer(nn.Module):
-    """The target's block structure (four sandwich norms, layer scalar) around DraftAttention."""
-
-    def __init__(self, cfg: TextConfig, layer_idx: int):
-        super().__init__()
-        h, eps = cfg.hidden_size, cfg.rms_norm_eps
-        self.self_attn = DraftAttention(cfg, layer_idx)
-        self.mlp = MLP(h, cfg.intermediate_size)
-        self.input_layernorm = RMSNorm(h, eps)
-        self.post_attention_layernorm = RMSNorm(h, eps)
-        self.pre_feedforward_layernorm = RMSNorm(h, eps)
-        self.post_feedforward_layernorm = RMSNorm(h, eps)
-        self.layer_scalar = mx.ones((1,))
-
-    def __call__(self, x: mx.array, kv, position: int) -> mx.array:
-        x = x + self.post_attention_layernorm(self.self_attn(self.input_layernorm(x), kv, position))
-        x = x + self.post_feedforward_layernorm(self.mlp(self.pre_feedforward_layernorm(x)))
-        return x * self.layer_scalar.astype(x.dtype)
-
-
 class Drafter(nn.Module):
     """One draft step: (token, target hidden) → (draft logits, next hidden), spec §8.2."""
 
@@ -90,7 +66,7 @@ class Drafter(nn.Module):
         self.config = cfg
         self.window = cfg.sliding_window
         self.embed_tokens = nn.Embedding(cfg.vocab_size, cfg.hidden_size)
-        self.layers = [DraftLayer(cfg, i) for i in range(cfg.num_hidden_layers)]
+        self.layers = [DecoderLayer(cfg, i, attention=DraftAttention) for i in range(cfg.num_hidden_layers)]
         self.norm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps)
         self.pre_projection = nn.Linear(2 * backbone_hidden_size, cfg.hidden_size, bias=False)
         self.post_projection = nn.Linear(cfg.hidden_size, backbone_hidden_size, bias=False)
@@ -127,40 +103,6 @@ def drafter_config(raw: dict) -> tuple[TextConfig, int]:
     text = dict(raw.get("text_config") or {})
     text["num_kv_shared_layers"] = 0  # every drafter layer reuses the target's K/V; no own K/V modules
     return TextConfig.from_dict(text), int(raw.get("backbone_hidden_size", 3840))
-
-
-def load_drafter(path: str | Path, target=None, dtype: mx.Dtype | None = None) -> Drafter:
-    """Load an MTP drafter folder (HF or converted layout); checks its geometry against ``target``."""
-    from ..loader import read_config, weight_files
-
-    folder = Path(path)
-    cfg, backbone = drafter_config(read_config(folder))
-    model = Drafter(cfg, backbone)
-    weights = {}
-    for f in weight_files(folder):
-        weights.update(mx.load(str(f)))
-    weights = sanitize_assistant(weights)
-    quant = read_config(folder).get("quantization")
-    if quant:
-        nn.quantize(model, group_size=quant.get("group_size", 64), bits=quant.get("bits", 4),
-                    class_predicate=lambda p, m: f"{p}.scales" in weights)
-    expected = dict(tree_flatten(model.parameters()))
-    missing = sorted(set(expected) - set(weights))
-    if missing:
-        raise ModelLoadError(f"drafter checkpoint is missing tensor '{missing[0]}'")
-    unexpected = sorted(set(weights) - set(expected))
-    if unexpected:
-        raise ModelLoadError(f"drafter checkpoint has unexpected tensor '{unexpected[0]}'")
-    for k, v in expected.items():
-        if tuple(weights[k].shape) != tuple(v.shape):
-            raise ModelLoadError(f"drafter tensor '{k}' has shape {tuple(weights[k].shape)}, expected {tuple(v.shape)}")
-    if dtype is not None:
-        weights = {k: v.astype(dtype) if mx.issubdtype(v.dtype, mx.floating) else v for k, v in weights.items()}
-    model.update(tree_unflatten(list(weights.items())))
-    mx.eval(model.parameters())
-    if target is not None:
-        check_compatible(model, target)
-    return model
 
 
 def check_compatible(drafter: Drafter, target) -> None:
