@@ -13,7 +13,7 @@ from mlx_gemma4.convert.standin_tokenizer import write_standin_processor
 from safetensors import safe_open
 
 from mlx_gemma4.errors import ConversionError
-from mlx_gemma4.loader import load
+from mlx_gemma4.loader import load, load_drafter
 from tests.convert_helpers import kl_top1, make_mlx_vlm_style, write_assistant_checkpoint
 from tests.reference import PromptBuilder, parity_cases, reference_logits
 
@@ -197,6 +197,9 @@ def test_drafter_converts(tmp_path):
                         group_size=32, bits=8)
     src = tensors["model.layers.3.self_attn.q_proj.weight"]
     assert np.abs(np.array(deq.astype(mx.float32)) - src).max() < 0.02 * np.abs(src).max()
+    drafter = load_drafter(result.out)  # the converted drafter loads, quantized where the files say so
+    assert isinstance(drafter.layers[3].self_attn.q_proj, nn.QuantizedLinear) and drafter.embed_tokens.bits == 8
+    assert isinstance(drafter.pre_projection, nn.Linear) and not isinstance(drafter.pre_projection, nn.QuantizedLinear)
     exact = convert(tmp_path / "assistant", tmp_path / "f32", ConvertOptions(bits=16, dtype="float32"))
     back = {}
     for f in exact.out.glob("*.safetensors"):
