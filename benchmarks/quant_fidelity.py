@@ -85,7 +85,7 @@ def conversions(folder: Path, cases: dict, ref: dict, work: Path) -> list[tuple]
         t = time.time()
         result = convert(folder, work / label.replace(" ", "-"), ConvertOptions(bits=bits, recipe=recipe, force=True))
         seconds = time.time() - t
-        model = load(result.out, with_processor=False)[0]
+        model = load(result.out, dtype=mx.float32, with_processor=False)[0]  # f32 activations: 7x faster on CPU
         kl, top1 = score(ref, logits_of(model, cases))
         lin = [c for n, c in result.components.items() if "linears" in n]
         linear_bpw = 8 * sum(c.nbytes for c in lin) / sum(c.params for c in lin)
