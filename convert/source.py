@@ -11,7 +11,7 @@ from mlx.utils import tree_flatten
 
 from mlx_gemma4.config import ModelConfig
 from mlx_gemma4.errors import ConversionError, Gemma4Error
-from mlx_gemma4.loader import infer_layer_geometry, resolve_path
+from mlx_gemma4.loader import infer_layer_geometry, resolve_path, weight_files
 from mlx_gemma4.weights import assistant_to_mlx_name, to_mlx_name
 
 from .safetensors_io import TensorInfo, read_header
@@ -84,21 +84,8 @@ def read_source_config(folder: Path) -> dict[str, Any]:
 
 
 def source_files(folder: Path) -> list[Path]:
-    """The safetensors shards of the source: those in the index, else every *.safetensors."""
-    index = folder / "model.safetensors.index.json"
-    if index.is_file():
-        try:
-            names = sorted(set(json.loads(index.read_text())["weight_map"].values()))
-        except (json.JSONDecodeError, KeyError, AttributeError) as e:
-            raise ConversionError(f"{index}: not a valid safetensors index ({e})") from e
-        missing = [n for n in names if not (folder / n).is_file()]
-        if missing:
-            raise ConversionError(f"{folder}: shard {missing[0]} named by the index is missing")
-        return [folder / n for n in names]
-    files = sorted(folder.glob("*.safetensors"))
-    if not files:
-        raise ConversionError(f"{folder}: no *.safetensors weights")
-    return files
+    """The safetensors shards of the source (the loader's rule), problems as ConversionError."""
+    return weight_files(folder, ConversionError)
 
 
 def expected_shapes(config: dict[str, Any], tensors: dict[str, TensorInfo]) -> dict[str, tuple[int, ...]]:

@@ -59,18 +59,23 @@ def read_config(folder: Path) -> dict[str, Any]:
         raise ModelLoadError(f"{path}: not valid JSON ({e})") from e
 
 
-def weight_files(folder: Path) -> list[Path]:
-    """The safetensors shards of a folder: those named by the index, else every *.safetensors."""
+def weight_files(folder: Path, error: type[Exception] = ModelLoadError) -> list[Path]:
+    """The safetensors shards of a folder: those named by the index, else every *.safetensors.
+
+    Problems raise ``error`` (the converter reports them as conversion errors)."""
     index = folder / "model.safetensors.index.json"
     if index.is_file():
-        names = sorted(set(json.loads(index.read_text())["weight_map"].values()))
+        try:
+            names = sorted(set(json.loads(index.read_text())["weight_map"].values()))
+        except (json.JSONDecodeError, KeyError, AttributeError) as e:
+            raise error(f"{index}: not a valid safetensors index ({e})") from e
         missing = [n for n in names if not (folder / n).is_file()]
         if missing:
-            raise ModelLoadError(f"{folder}: shard {missing[0]} named by the index is missing")
+            raise error(f"{folder}: shard {missing[0]} named by the index is missing")
         return [folder / n for n in names]
     files = sorted(folder.glob("*.safetensors"))
     if not files:
-        raise ModelLoadError(f"{folder}: no *.safetensors weights")
+        raise error(f"{folder}: no *.safetensors weights")
     return files
 
 
