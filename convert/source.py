@@ -11,7 +11,7 @@ from mlx.utils import tree_flatten
 
 from mlx_gemma4.config import ModelConfig
 from mlx_gemma4.errors import ConversionError, Gemma4Error
-from mlx_gemma4.loader import infer_layer_geometry, resolve_path, weight_files
+from mlx_gemma4.loader import check_shapes, infer_layer_geometry, resolve_path, weight_files
 from mlx_gemma4.weights import assistant_to_mlx_name, to_mlx_name
 
 from .safetensors_io import TensorInfo, read_header
@@ -163,17 +163,8 @@ def open_source(src: str | Path) -> Source:
             if new is not None:
                 tensors[new] = info
     expected = expected_shapes(config, tensors)
-    missing = sorted(set(expected) - set(tensors))
-    if missing:
-        more = f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""
-        raise ConversionError(f"{folder}: checkpoint is missing tensor '{missing[0]}'{more}")
-    unknown = sorted(set(tensors) - set(expected))
-    if unknown:
-        info = tensors[unknown[0]]
-        raise ConversionError(f"{folder}: unexpected tensor '{info.name}' ({len(unknown)} unknown) for this config")
-    for name, shape in expected.items():
-        if tensors[name].shape != shape:
-            raise ConversionError(
-                f"{folder}: tensor '{tensors[name].name}' has shape {tensors[name].shape}, the config implies {shape}"
-            )
+    check_shapes(
+        expected, {k: t.shape for k, t in tensors.items()}, f"{folder}: checkpoint", ConversionError,
+        shown=lambda name: tensors[name].name,
+    )
     return Source(folder, config, tensors, expected)

@@ -107,22 +107,35 @@ def infer_layer_geometry(raw: dict[str, Any], weights: dict[str, mx.array]) -> d
     return {**raw, "text_config": text} if "text_config" in raw else text
 
 
-def check_weights(model: nn.Module, weights: dict[str, mx.array], what: str = "checkpoint") -> None:
-    """Every model parameter present with its exact shape, and no unknown tensor; else a clear error."""
-    expected = dict(tree_flatten(model.parameters()))
-    missing = sorted(set(expected) - set(weights))
+def check_shapes(
+    expected: dict[str, tuple[int, ...]],
+    found: dict[str, tuple[int, ...]],
+    what: str = "checkpoint",
+    error: type[Exception] = ModelLoadError,
+    shown: Callable[[str], str] = lambda name: name,
+) -> None:
+    """Every expected tensor present with its exact shape and no unknown one; else ``error`` naming it.
+
+    ``shown`` turns an MLX path into the name the user's files use (the converter reports HF names).
+    """
+    missing = sorted(set(expected) - set(found))
     if missing:
         more = f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""
-        raise ModelLoadError(f"{what} is missing tensor '{missing[0]}'{more}")
-    unexpected = sorted(set(weights) - set(expected))
+        raise error(f"{what} is missing tensor '{missing[0]}'{more}")
+    unexpected = sorted(set(found) - set(expected))
     if unexpected:
         more = f" (and {len(unexpected) - 1} more)" if len(unexpected) > 1 else ""
-        raise ModelLoadError(f"{what} has unexpected tensor '{unexpected[0]}'{more} for this config")
-    for name, param in expected.items():
-        if tuple(weights[name].shape) != tuple(param.shape):
-            raise ModelLoadError(
-                f"tensor '{name}' has shape {tuple(weights[name].shape)}, the config implies {tuple(param.shape)}"
-            )
+        raise error(f"{what} has unexpected tensor '{shown(unexpected[0])}'{more} for this config")
+    for name, shape in expected.items():
+        if tuple(found[name]) != tuple(shape):
+            got = tuple(found[name])
+            raise error(f"{what}: tensor '{shown(name)}' has shape {got}, the config implies {tuple(shape)}")
+
+
+def check_weights(model: nn.Module, weights: dict[str, mx.array], what: str = "checkpoint") -> None:
+    """Every model parameter present in ``weights`` with its exact shape (see ``check_shapes``)."""
+    expected = {k: tuple(v.shape) for k, v in tree_flatten(model.parameters())}
+    check_shapes(expected, {k: tuple(v.shape) for k, v in weights.items()}, what)
 
 
 def fill_weights(
