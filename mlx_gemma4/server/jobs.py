@@ -25,7 +25,7 @@ _ARRAY_KEYS = ("pixel_values", "image_position_ids", "input_features", "input_fe
 class Limits:
     """Server-wide limits applied to every request."""
 
-    context_length: int = 131072
+    context_length: int = 0  # 0: the model's own (max_position_embeddings)
     max_tokens_cap: int = 4096
     default_max_tokens: int = 512
     timeout_s: float | None = 600.0
@@ -69,9 +69,10 @@ def _arrays(enc) -> tuple[np.ndarray, dict]:
 def make_job(model, processor, ids: np.ndarray, arrays: dict, s: Settings, limits: Limits, emit) -> Job:
     """A validated engine job (400 for settings the model cannot honour or a prompt that does not fit)."""
     n = int(ids.shape[1])
-    room = limits.context_length - n
+    context = limits.context_length or context_length(model)
+    room = context - n
     if room <= 0:
-        raise bad_request(f"the prompt has {n} tokens; this model's context is {limits.context_length} tokens",
+        raise bad_request(f"the prompt has {n} tokens; this model's context is {context} tokens",
                           "messages", code="context_length_exceeded")
     want = s.max_tokens if s.max_tokens is not None else limits.default_max_tokens
     try:
