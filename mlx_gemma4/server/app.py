@@ -150,7 +150,7 @@ class Handlers:
 
     async def _answer(self, request, ids, arrays, s: Settings, chat: bool, token_ids: bool) -> Response:
         events = _Events()
-        job = make_job(self.engine.model, self.engine.processor, ids, arrays, s, self.config.limits, events.emit)
+        job = make_job(self.engine.model, self.engine.tokenizer, ids, arrays, s, self.config.limits, events.emit)
         try:
             self.engine.submit(job)
         except Busy:

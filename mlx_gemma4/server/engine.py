@@ -25,7 +25,7 @@ from ..prefill import DEFAULT_CHUNK, make_cache, prefill
 from .batch_cache import BatchCache, restore, temporal_kv
 from .errors import APIError
 from .prompt_cache import PromptCache, media_digest
-from .rows import Row
+from .rows import CachedVocab, Row
 
 log = logging.getLogger("mlx_gemma4.server")
 _MIN_SNAPSHOT = 8  # tokens; shorter shared prefixes are not worth a snapshot
@@ -62,7 +62,7 @@ class Engine:
         self.max_queue = max_queue
         self.prefill_chunk = prefill_chunk
         self.prompt_cache = PromptCache(prompt_cache_bytes)
-        self.model = self.processor = None
+        self.model = self.processor = self.tokenizer = None
         self.load_error: BaseException | None = None
         self.ready = threading.Event()  # set once loading has ended, well or not
         self._inbox: queue.Queue = queue.Queue()
@@ -107,6 +107,7 @@ class Engine:
     def _run(self) -> None:
         try:
             self.model, self.processor = self._load_fn()
+            self.tokenizer = CachedVocab(self.processor.tokenizer)
         except BaseException as e:  # reported through load_error; the server shows it and exits
             self.load_error = e
             self.ready.set()
@@ -204,10 +205,11 @@ class Engine:
         snap = self.prompt_cache.lookup(flat, digest) if cacheable else None
         start = len(snap.tokens) if snap else 0
         cache = restore(make_cache(model), snap.kv, start) if snap else make_cache(model)
-        row = Row(job, self.processor, prompt_ids=flat, cached=start, media=digest(len(flat)))
+        row = Row(job, self.tokenizer, prompt_ids=flat, cached=start, media=digest(len(flat)))
         embeds = model.embed_inputs(ids, **job.arrays)
-        cut = _last_turn_start(flat, self._sot_id(), start) if cacheable else None
-        if cut is not None:  # keep a snapshot before the last turn: shared system prompts / earlier turns
+        # Snapshots where the last two turns start: the shared history (system prompt, earlier turns) and
+        # the conversation before the generation prompt (which a follow-up turn starts with).
+        for cut in _snapshot_points(flat, self._sot_id(), start) if cacheable else ():
             prefill(model, ids[:, start:cut], embeds[:, start:cut], cache, self.prefill_chunk)
             self.prompt_cache.store(flat[:cut], digest(cut), [(k + 0, v + 0) for k, v in map(temporal_kv, cache)])
             start = cut
@@ -216,8 +218,7 @@ class Engine:
         return row, cache
 
     def _sot_id(self) -> int | None:
-        tok = getattr(self.processor, "tokenizer", None)
-        return tok.get_vocab().get("<|turn>") if tok is not None else None
+        return self.tokenizer.get_vocab().get("<|turn>")
 
     def _step(self, rows: list[Row], batch: BatchCache) -> None:
         """One decode step for every row."""
@@ -234,13 +235,14 @@ def _extended(batch: BatchCache, new: BatchCache) -> BatchCache:
     return batch
 
 
-def _last_turn_start(ids: list[int], sot: int | None, start: int) -> int | None:
-    """Where the last user turn starts (the turn marker before the generation prompt's), if after ``start``."""
+def _snapshot_points(ids: list[int], sot: int | None, start: int) -> list[int]:
+    """Starts of the last two turns (turn markers) after ``start``; of two close ones only the later."""
     if sot is None:
-        return None
-    marks = [i for i in range(start + 1, len(ids)) if ids[i] == sot]
-    cut = marks[-2] if len(marks) >= 2 else None
-    return cut if cut is not None and cut - start >= _MIN_SNAPSHOT else None
+        return []
+    marks = [i for i in range(start + 1, len(ids)) if ids[i] == sot][-2:]
+    if len(marks) == 2 and marks[1] - marks[0] < _MIN_SNAPSHOT:
+        marks = marks[1:]
+    return [m for m in marks if m - start >= _MIN_SNAPSHOT]
 
 
 __all__ = ["APIError", "Busy", "Engine", "Job"]

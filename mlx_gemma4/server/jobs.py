@@ -66,7 +66,7 @@ def _arrays(enc) -> tuple[np.ndarray, dict]:
     return ids, arrays
 
 
-def make_job(model, processor, ids: np.ndarray, arrays: dict, s: Settings, limits: Limits, emit) -> Job:
+def make_job(model, tokenizer, ids: np.ndarray, arrays: dict, s: Settings, limits: Limits, emit) -> Job:
     """A validated engine job (400 for settings the model cannot honour or a prompt that does not fit)."""
     n = int(ids.shape[1])
     context = limits.context_length or context_length(model)
@@ -79,7 +79,6 @@ def make_job(model, processor, ids: np.ndarray, arrays: dict, s: Settings, limit
         params = resolve_params(model_defaults(model), s.temperature, s.top_k, s.top_p, s.min_p)
     except InputError as e:
         raise bad_request(str(e)) from None
-    tokenizer = getattr(processor, "tokenizer", processor)
     soc, _ = channel_token_ids(tokenizer)
     if not s.thinking and soc is not None:
         params = params.with_suppressed([soc])  # thinking off: the model cannot open a thought block

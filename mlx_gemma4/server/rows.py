@@ -39,15 +39,30 @@ class Failed:
     error: BaseException
 
 
+class CachedVocab:
+    """A tokenizer whose ``get_vocab()`` is built once: for a 262K-token vocabulary each call builds a new
+    dict (about a second on a busy CPU), and every request looks special tokens up in it."""
+
+    def __init__(self, tokenizer):
+        self._tokenizer = tokenizer
+        self._vocab = tokenizer.get_vocab()
+
+    def get_vocab(self) -> dict[str, int]:
+        """The vocabulary (shared; do not modify)."""
+        return self._vocab
+
+    def __getattr__(self, name: str):
+        return getattr(self._tokenizer, name)
+
+
 class Row:
     """Sampling and bookkeeping of one job; ``accept`` feeds each sampled token and emits events."""
 
-    def __init__(self, job, processor, *, prompt_ids: list[int], cached: int, media: str):
+    def __init__(self, job, tokenizer, *, prompt_ids: list[int], cached: int, media: str):
         self.job = job
         self.prompt_ids = prompt_ids
         self.cached = cached
         self.media = media
-        tokenizer = getattr(processor, "tokenizer", processor)
         self.text = TextStream(tokenizer, job.stop_strings, job.thinking)
         self.procs = None  # built on the first logits (needs the vocabulary size)
         self.key = mx.random.key(job.seed) if job.seed is not None else None
