@@ -17,12 +17,12 @@ import mlx.nn as nn
 import numpy as np
 from mlx.utils import tree_flatten
 
-from mlx_gemma4.batch import batch_generate
 from mlx_gemma4.config import ModelConfig
-from mlx_gemma4.generation import generate, stream_generate
+from mlx_gemma4.generation import batch_generate, generate, stream_generate
+from mlx_gemma4.generation.prefill import prefill
+from mlx_gemma4.model.cache import kv_nbytes, make_cache
 from mlx_gemma4.model.gemma4 import Gemma4Model
-from mlx_gemma4.prefill import kv_nbytes, make_cache, prefill
-from mlx_gemma4.speculative import ForcedDrafter
+from tests.forced_drafter import ForcedDrafter
 
 TINY = dict(vocab_size=262144, hidden_size=64, intermediate_size=128, num_hidden_layers=6, num_attention_heads=4,
             num_key_value_heads=2, head_dim=16, global_head_dim=32, num_global_key_value_heads=1,

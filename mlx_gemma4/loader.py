@@ -16,10 +16,10 @@ from mlx.utils import tree_flatten, tree_unflatten
 
 from .config import ModelConfig
 from .errors import ModelLoadError
+from .generation.sampling import GenerationDefaults
 from .model.drafter import Drafter, check_compatible, drafter_config
 from .model.gemma4 import Gemma4Model
 from .quant import quantize_for_loading
-from .sampling import GenerationDefaults
 from .weights import sanitize, sanitize_assistant
 
 # What a runtime needs from a hub repository (no optimizer states, no original Orbax files).
