@@ -40,6 +40,9 @@ MAX_FRAMES = 60  # … at 1 frame per second
 DEFAULT_FPS = 24.0  # what the reference assumes when a container gives no frame rate
 
 VideoSource = str | os.PathLike | bytes | bytearray | memoryview
+_STILL_FORMATS = {"image2", "image2pipe"}  # and every "*_pipe" single-image demuxer
+_NOT_VIDEO_FORMATS = {"tty", "txt"}
+_NOT_VIDEO_CODECS = {"ansi", "text", "subrip"}
 
 
 @dataclass(frozen=True)
@@ -142,9 +145,14 @@ def _open(source: VideoSource, name: str) -> av.container.InputContainer:
 def _video_stream(container: av.container.InputContainer, name: str, options: VideoOptions):
     """The first video track, after the checks that need only the header."""
     if not container.streams.video:
-        what = "an audio-only file" if container.streams.audio else "no video track"
-        raise InputError(f"{name}: no video track ({what})")
+        raise InputError(f"{name}: no video track" + (" (an audio-only file)" if container.streams.audio else ""))
     stream = container.streams.video[0]
+    # FFmpeg also "opens" still images (one-frame streams) and text files (rendered as ANSI art).
+    fmt = container.format.name
+    if fmt in _STILL_FORMATS or fmt.endswith("_pipe"):
+        raise InputError(f"{name}: a still image, not a video; pass it as an image")
+    if fmt in _NOT_VIDEO_FORMATS or stream.codec_context.name in _NOT_VIDEO_CODECS:
+        raise InputError(f"{name}: not a video FFmpeg can read (it reads as {fmt})")
     width, height = stream.codec_context.width, stream.codec_context.height
     if width < 1 or height < 1:
         raise InputError(f"{name}: the video track has no frame size")
