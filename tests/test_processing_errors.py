@@ -223,6 +223,7 @@ def test_processor_bad_messages(processor):
     assert_input_error(processor, [], match="empty")
     assert_input_error(processor, [{"content": "no role"}], match="role")
     assert_input_error(processor, {"role": "user", "content": "hi"}, match="list of")
-    assert_input_error(processor, [{"role": "user", "content": [{"type": "video"}]}], match="unsupported content")
+    assert_input_error(processor, [{"role": "user", "content": [{"type": "gif"}]}], match="unsupported content")
+    assert_input_error(processor, [{"role": "user", "content": [{"type": "video"}]}], match="fewer video sources")
     assert_input_error(processor, [{"role": "user", "content": [{"type": "text"}]}], match="string 'text'")
     assert_input_error(processor, _image_message(image="a.png", path="b.png"), match="not several")
