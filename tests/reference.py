@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from mlx_gemma4.convert.standin_tokenizer import write_standin_processor
 from transformers import Gemma4UnifiedConfig, Gemma4UnifiedForConditionalGeneration
 
 IMAGE, AUDIO, VIDEO = 258880, 258881, 258884
@@ -137,10 +138,15 @@ def build_checkpoint(
         )
     )
     if with_processor:
-        from tests.reference_tokenizer import write_standin_processor
-
-        write_standin_processor(folder)
+        write_standin_processor(folder, config.to_dict())
     return Checkpoint(folder, model, config)
+
+
+def reference_processor(folder: Path):
+    """The transformers reference processor loaded back from a folder (``AutoProcessor.from_pretrained``)."""
+    from transformers import AutoProcessor
+
+    return AutoProcessor.from_pretrained(str(folder))
 
 
 # -- inputs -----------------------------------------------------------------------------------------
