@@ -87,11 +87,11 @@ def _words(syllables: list[str]):
 
 
 def _basic_pieces() -> list[str]:
-    """Whitespace, printable ASCII, the non-ASCII bytes (for byte fallback) and continuation syllables."""
+    """The pieces any text needs: whitespace, printable ASCII, the non-ASCII bytes (for byte fallback)."""
     whitespace = ["▁", "\n\n", "\t", "\r"]
     ascii_ = [chr(c) for c in range(0x21, 0x7F)]
     bytes_ = [f"<0x{b:02X}>" for b in range(0x80, 0x100)]  # every byte of a non-ASCII UTF-8 character
-    return [*whitespace, *ascii_, *bytes_, *_syllables()]  # bare syllables glue onto the word before
+    return [*whitespace, *ascii_, *bytes_]
 
 
 def standin_vocab(vocab_size: int, specials: dict[str, int]) -> list[str]:
@@ -110,7 +110,8 @@ def standin_vocab(vocab_size: int, specials: dict[str, int]) -> list[str]:
     if len(free) < len(basic):
         raise ValueError(f"a vocabulary of {vocab_size} is too small for the stand-in tokenizer")
     seen = set(pinned)
-    candidates = itertools.chain(basic, ("▁" + w for w in _words(_syllables())))
+    syllables = _syllables()  # bare: they glue onto the word before; then word-initial pieces
+    candidates = itertools.chain(basic, syllables, ("▁" + w for w in _words(syllables)))
     for i in free:
         pieces[i] = next(p for p in candidates if p not in seen)
         seen.add(pieces[i])
