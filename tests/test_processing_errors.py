@@ -9,11 +9,11 @@ import zlib
 import numpy as np
 import pytest
 import soundfile as sf
+from mlx_gemma4.convert.standin_tokenizer import write_standin_processor
 from PIL import Image
 
 from mlx_gemma4.errors import InputError
 from mlx_gemma4.processing import Processor, load_audio, load_image, process_audio, process_image
-from tests.reference_tokenizer import write_standin_processor
 
 
 def assert_input_error(fn, *args, match: str, name: str | None = None, **kwargs) -> InputError:
