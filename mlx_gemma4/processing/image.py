@@ -1,8 +1,8 @@
 """Images → 48×48 pixel blocks for the encoder-free vision embedder (spec §6.1).
 
-Pipeline: decode (Pillow, EXIF orientation applied) → 8-bit (16-bit/float scaled) → RGB → aspect-ratio-preserving bicubic resize
-that fills the soft-token budget → ×float32(1/255) → 48×48×3 blocks in raster order with (x, y)
-block positions → padded to the budget (pixels 0, positions −1).
+Pipeline: decode (Pillow, EXIF orientation applied) → 8-bit (16-bit/float scaled) → RGB →
+aspect-ratio-preserving bicubic resize that fills the soft-token budget → ×float32(1/255) → 48×48×3
+blocks in raster order with (x, y) block positions → padded to the budget (pixels 0, positions −1).
 """
 
 from __future__ import annotations
