@@ -29,6 +29,20 @@ from safetensors.numpy import save_file
 from mlx_gemma4.loader import weight_files
 
 
+def hub_cache(tmp_path: Path, src: Path, repo: str) -> Path:
+    """An HF hub cache holding ``src`` as the snapshot of ``repo`` (the layout huggingface-hub reads offline)."""
+    cache = tmp_path / "hub"
+    commit = "0123456789abcdef0123456789abcdef01234567"
+    repo_dir = cache / f"models--{repo.replace('/', '--')}"
+    snap = repo_dir / "snapshots" / commit
+    snap.mkdir(parents=True)
+    for f in src.iterdir():
+        (snap / f.name).symlink_to(f)
+    (repo_dir / "refs").mkdir()
+    (repo_dir / "refs" / "main").write_text(commit)
+    return cache
+
+
 def kl_top1(reference: np.ndarray, test: np.ndarray) -> tuple[float, float]:
     """Mean KL(P_ref ‖ P_test) of next-token distributions and top-1 agreement, over all positions."""
     ref = reference.reshape(-1, reference.shape[-1]).astype(np.float64)
