@@ -33,8 +33,9 @@ err_console = Console(stderr=True)
 
 
 def print_error(message: str) -> None:
-    """The one red line every failure is reported with."""
-    err_console.print(f"[bold red]error:[/bold red] {escape(message)}", soft_wrap=True)
+    """The one red line every failure is reported with (a message's inner line breaks folded into it)."""
+    line = " ".join(message.split())
+    err_console.print(f"[bold red]error:[/bold red] {escape(line)}", soft_wrap=True)
 
 
 def _verbose_first(args: list[str]) -> list[str]:
