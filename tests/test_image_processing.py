@@ -23,8 +23,8 @@ from PIL import Image, ImageOps
 from transformers import Gemma4UnifiedImageProcessor
 from transformers.models.gemma4_unified.image_processing_gemma4_unified import get_aspect_ratio_preserving_size
 
-from mlx_gemma4.processing import image as image_mod
 from mlx_gemma4.errors import InputError
+from mlx_gemma4.processing import image as image_mod
 from mlx_gemma4.processing.image import load_image, process_image, target_size
 
 MAX_DIFF = 2 / 255 + 1e-6  # two uint8 levels, plus float32 rounding of the rescale
