@@ -163,7 +163,7 @@ class ChatSession:
                 yield chunk
         finally:
             self._active = False
-            self._settle(turn, run.rows[0].tokens, chunks)
+            self._settle(turn, [*run.rows[0].tokens, *run.unconsumed()], chunks)
 
     # -- keeping the cache and the history in step ------------------------------------------------
 
