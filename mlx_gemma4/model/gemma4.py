@@ -13,6 +13,16 @@ from .decoder import TextModel
 from .embedders import MultimodalProjection, VisionEmbedder
 from .masks import AttentionContext, attention_mask, padding_mask, vision_block_ids
 
+# Modality → (config field of its soft-token id, embedding method, its input arrays in the method's order).
+# The same modalities as mlx_gemma4.processing.modalities.MODALITIES (a test checks they agree); the model
+# does not import processing, which would load the image/audio/video decoders. Video frames are images
+# to the model: the same embedder, each frame a bidirectional block (see masks.vision_block_ids).
+EMBEDDERS: dict[str, tuple[str, str, tuple[str, ...]]] = {
+    "image": ("image_token_id", "image_features", ("pixel_values", "image_position_ids")),
+    "audio": ("audio_token_id", "audio_features", ("input_features", "input_features_mask")),
+    "video": ("video_token_id", "image_features", ("pixel_values_videos", "video_position_ids")),
+}
+
 
 def _as_mx(x) -> mx.array | None:
     return None if x is None else (x if isinstance(x, mx.array) else mx.array(np.asarray(x)))
@@ -63,45 +73,31 @@ class Gemma4Model(nn.Module):
             frames = frames[mx.array(valid)]
         return self.embed_audio(frames)
 
-    def embed_inputs(
-        self,
-        input_ids,
-        pixel_values=None,
-        image_position_ids=None,
-        input_features=None,
-        input_features_mask=None,
-        pixel_values_videos=None,
-        video_position_ids=None,
-    ) -> mx.array:
-        """Scaled token embeddings with image / video / audio soft tokens scattered into their placeholders."""
+    def embed_inputs(self, input_ids, **arrays) -> mx.array:
+        """Scaled token embeddings with each modality's soft tokens scattered into its placeholders.
+
+        ``arrays`` are the processor's arrays by name (``pixel_values``, ``image_position_ids``,
+        ``input_features``, ``input_features_mask``, ``pixel_values_videos``, ``video_position_ids``; None
+        or absent when a modality is not in the prompt).
+        """
+        unknown = set(arrays) - {k for _, _, keys in EMBEDDERS.values() for k in keys}
+        if unknown:
+            raise InputError(f"unknown model input(s): {', '.join(sorted(unknown))}")
         cfg = self.config
         ids = _as_mx(input_ids)
-        placeholders = (cfg.image_token_id, cfg.video_token_id, cfg.audio_token_id)
-        is_placeholder = (ids == placeholders[0]) | (ids == placeholders[1]) | (ids == placeholders[2])
+        is_placeholder = mx.zeros(ids.shape, dtype=mx.bool_)
+        for token_field, _, _ in EMBEDDERS.values():
+            is_placeholder = is_placeholder | (ids == getattr(cfg, token_field))
         x = self.language_model.embed(mx.where(is_placeholder, cfg.text_config.pad_token_id, ids))
-        sources = (
-            (cfg.image_token_id, "image", pixel_values, lambda: self.image_features(pixel_values, image_position_ids)),
-            (
-                cfg.video_token_id,
-                "video",
-                pixel_values_videos,
-                lambda: self.image_features(pixel_values_videos, video_position_ids),
-            ),
-            (
-                cfg.audio_token_id,
-                "audio",
-                input_features,
-                lambda: self.audio_features(input_features, input_features_mask),
-            ),
-        )
         host_ids = None
-        for token_id, kind, given, features in sources:
-            if given is None:
+        for kind, (token_field, method, keys) in EMBEDDERS.items():
+            given = [arrays.get(k) for k in keys]
+            if given[0] is None:
                 continue
             if host_ids is None:
                 host_ids = np.asarray(ids).reshape(-1)
-            slots = np.flatnonzero(host_ids == token_id)
-            feats = features()
+            slots = np.flatnonzero(host_ids == getattr(cfg, token_field))
+            feats = getattr(self, method)(*given)
             if feats.shape[0] != slots.size:
                 raise InputError(
                     f"{kind} features and {kind} tokens do not match: {slots.size} placeholder tokens, "
