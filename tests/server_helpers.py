@@ -1,8 +1,7 @@
-"""Helpers for the server tests: a tiny checkpoint whose tokenizer names every id, a real server process."""
+"""Helpers for the server tests: a small-vocabulary tiny checkpoint, a real server process."""
 
 from __future__ import annotations
 
-import json
 import os
 import socket
 import subprocess
@@ -12,37 +11,19 @@ from pathlib import Path
 
 import httpx
 
-# Multimodal token ids moved below a 2048-token vocabulary (the stand-in tokenizer has the real ones).
-SMALL_VOCAB = 2048
-_MOVED = {255999: 2040, 258882: 2041, 258880: 2042, 258884: 2043, 256000: 2044, 258883: 2045, 258881: 2046}
-SMALL_TOP = dict(boi_token_id=2040, eoi_token_id=2041, image_token_id=2042, video_token_id=2043,
-                 boa_token_id=2044, eoa_token_index=2045, audio_token_id=2046)
+from mlx_gemma4.presets import SMALL_VOCAB
+from tests.reference import SMALL_VOCAB_IDS, TINY_TEXT, build_checkpoint
 
 
 def small_vocab_checkpoint(folder: Path) -> Path:
-    """A tiny reference checkpoint with a 2048-token vocabulary whose tokenizer names every id.
+    """The tiny reference checkpoint with a small vocabulary (media ids moved into it) and its stand-in
+    tokenizer, which spells every id, so the random model's output is non-empty text.
 
-    Every id decodes to a word ("t123" where the stand-in has none), so the random model's output is
-    non-empty text that tests can compare and cut with stop strings; the small vocabulary keeps the
-    output head (262K rows in the regular tiny checkpoint) from dominating a CPU decode step, so a
-    step costs about the same for one row as for eight, as on a real model.
+    The small vocabulary keeps the output head (262K rows in the regular tiny checkpoint) from
+    dominating a CPU decode step, so a step costs about the same for one row as for eight, as it does
+    for a real model; the concurrency test measures batching, not the head's matmul.
     """
-    from tests.reference import TINY_TEXT, build_checkpoint
-
-    build_checkpoint(folder, text={**TINY_TEXT, "vocab_size": SMALL_VOCAB}, top=SMALL_TOP, with_processor=True)
-    t = json.loads((folder / "tokenizer.json").read_text())
-    vocab = {k: _MOVED.get(v, v) for k, v in t["model"]["vocab"].items()}
-    for a in t["added_tokens"]:
-        a["id"] = _MOVED.get(a["id"], a["id"])
-    used = set(vocab.values()) | {a["id"] for a in t["added_tokens"]}
-    vocab.update({f"t{i}": i for i in range(SMALL_VOCAB) if i not in used})
-    t["model"]["vocab"] = vocab
-    (folder / "tokenizer.json").write_text(json.dumps(t))
-    cfg = json.loads((folder / "tokenizer_config.json").read_text())
-    if isinstance(cfg.get("added_tokens_decoder"), dict):
-        decoder = cfg["added_tokens_decoder"].items()
-        cfg["added_tokens_decoder"] = {str(_MOVED.get(int(k), int(k))): v for k, v in decoder}
-    (folder / "tokenizer_config.json").write_text(json.dumps(cfg))
+    build_checkpoint(folder, text={**TINY_TEXT, "vocab_size": SMALL_VOCAB}, top=SMALL_VOCAB_IDS, with_processor=True)
     return folder
 
 

@@ -122,7 +122,8 @@ def test_thinking_on(client, reference):
 def test_stop_string(client):
     messages = [{"role": "user", "content": "count with me"}]
     full = _chat(client, messages, max_tokens=10, temperature=0).choices[0].message.content
-    stop = full.split()[3]
+    assert len(full) > 6
+    stop = full[len(full) // 2 :][:3]
     resp = _chat(client, messages, max_tokens=10, temperature=0, stop=[stop])
     assert resp.choices[0].message.content == full[: full.find(stop)]
     assert resp.choices[0].finish_reason == "stop"
@@ -155,24 +156,25 @@ def test_follow_up_turn_reuses_the_prompt_cache(client, reference):
     assert _ids(r2) == expected.token_ids and r2.choices[0].message.content == expected.text
 
 
-def _stream_text(server, prompt: str, n: int) -> str:
-    c = openai.OpenAI(base_url=f"{server.base}/v1", api_key=KEY, max_retries=0, timeout=120)
-    chunks = c.chat.completions.create(model="tiny-fv", messages=[{"role": "user", "content": prompt}],
-                                       max_tokens=n, temperature=0, stream=True)
+def _stream_text(client, prompt: str, n: int) -> str:
+    chunks = client.chat.completions.create(model="tiny-fv", messages=[{"role": "user", "content": prompt}],
+                                            max_tokens=n, temperature=0, stream=True)
     return "".join(ch.choices[0].delta.content or "" for ch in chunks if ch.choices)
 
 
-def test_eight_simultaneous_streams(server):
+def test_eight_simultaneous_streams(client):
     prompts = [f"question {i} : " + "what is the world " * (i + 1) for i in range(8)]
+    for p in prompts:  # warm-up: the timed runs below all start from the prompt cache alike
+        _stream_text(client, p, 16)
     alone, times = [], []
     for p in prompts:
         t = time.perf_counter()
-        alone.append(_stream_text(server, p, 16))
+        alone.append(_stream_text(client, p, 16))
         times.append(time.perf_counter() - t)
     together: dict[int, str] = {}
 
     def run(i):
-        together[i] = _stream_text(server, prompts[i], 16)
+        together[i] = _stream_text(client, prompts[i], 16)
 
     threads = [threading.Thread(target=run, args=(i,)) for i in range(8)]
     t = time.perf_counter()

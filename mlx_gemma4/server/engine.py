@@ -16,36 +16,20 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass, field
 
 import mlx.core as mx
 import numpy as np
 
-from ..prefill import DEFAULT_CHUNK, make_cache, prefill
+from ..generation.prefill import prefill
+from ..generation.request import DEFAULT_CHUNK
+from ..model.cache import make_cache
 from .batch_cache import BatchCache, restore, temporal_kv
-from .errors import APIError
+from .jobs import Job
 from .prompt_cache import PromptCache, media_digest
-from .rows import CachedVocab, Row
+from .rows import CachedVocab, Failed, Row
 
 log = logging.getLogger("mlx_gemma4.server")
 _MIN_SNAPSHOT = 8  # tokens; shorter shared prefixes are not worth a snapshot
-
-
-@dataclass
-class Job:
-    """One generation request, already tokenized (numpy only: it is built outside the model thread)."""
-
-    input_ids: np.ndarray  # (1, T)
-    arrays: dict
-    params: object  # SamplingParams
-    max_tokens: int
-    stop_ids: frozenset
-    stop_strings: tuple[str, ...]
-    thinking: bool
-    emit: Callable[[object], None]
-    seed: int | None = None
-    deadline: float | None = None  # time.monotonic() after which the job fails with a timeout
-    cancelled: threading.Event = field(default_factory=threading.Event)
 
 
 class Busy(Exception):
@@ -187,7 +171,7 @@ class Engine:
             row, cache = self._prefill(job)
         except Exception as e:
             log.info("request failed before decoding: %s", e)
-            job.emit(Row.failure(e))
+            job.emit(Failed(e))
             self._finished(job)
             return None
         if row.done:
@@ -222,11 +206,11 @@ class Engine:
 
     def _step(self, rows: list[Row], batch: BatchCache) -> None:
         """One decode step for every row."""
-        last = mx.array([[r.generated[-1]] for r in rows], dtype=mx.int32)
+        last = mx.array([[r.last] for r in rows], dtype=mx.int32)
         logits = self.model(last, cache=batch.layers, logits_to_keep=1, left_padding=batch.padding_array())[:, -1]
         picked = mx.concatenate([r.sample(logits[i : i + 1]) for i, r in enumerate(rows)])
         for r, tok in zip(rows, picked.tolist(), strict=True):
-            r.fed.append(r.generated[-1])
+            r.fed.append(r.last)
             r.accept(tok)
 
 
@@ -245,4 +229,4 @@ def _snapshot_points(ids: list[int], sot: int | None, start: int) -> list[int]:
     return [m for m in marks if m - start >= _MIN_SNAPSHOT]
 
 
-__all__ = ["APIError", "Busy", "Engine", "Job"]
+__all__ = ["Busy", "Engine", "Job"]

@@ -133,7 +133,7 @@ def parse_settings(body: dict, chat: bool) -> Settings:
         top_p=_number(body, "top_p", 1e-9, 1.0),
         top_k=_number(body, "top_k", 0, 1 << 20, integer=True),
         min_p=_number(body, "min_p", 0.0, 0.999999),
-        seed=_number(body, "seed", -(1 << 63), (1 << 64) - 1, integer=True),
+        seed=_number(body, "seed", 0, (1 << 64) - 1, integer=True),
         stop=_stop(body),
         stream=_bool(body, "stream"),
         include_usage=_bool(opts or {}, "include_usage"),
@@ -174,6 +174,10 @@ def _part(part: Any, allow_dir: Path | None, param: str) -> dict[str, Any]:
         ref = part.get("image_url")
         url = ref.get("url") if isinstance(ref, dict) else ref
         return {"type": "image", "image": read_media_url(url, allow_dir, f"{param}.image_url")}
+    if kind == "video_url":  # vLLM's spelling; OpenAI has no video part
+        ref = part.get("video_url")
+        url = ref.get("url") if isinstance(ref, dict) else ref
+        return {"type": "video", "video": read_media_url(url, allow_dir, f"{param}.video_url")}
     if kind == "input_audio":
         ref = part.get("input_audio")
         if not isinstance(ref, dict):
@@ -183,7 +187,8 @@ def _part(part: Any, allow_dir: Path | None, param: str) -> dict[str, Any]:
             raise bad_request(f"{param}.input_audio.format: unsupported audio format {fmt!r}",
                               f"{param}.input_audio.format")
         return {"type": "audio", "audio": decode_base64(ref.get("data"), f"{param}.input_audio.data")}
-    raise bad_request(f"{param}: unsupported content part type {kind!r} (text, image_url, input_audio)", param)
+    raise bad_request(f"{param}: unsupported content part type {kind!r} (text, image_url, input_audio, video_url)",
+                      param)
 
 
 def parse_messages(raw: Any, allow_dir: Path | None = None) -> list[dict[str, Any]]:

@@ -1,4 +1,5 @@
-"""One request inside the decode batch: its sampler, text stream, stop rules and events."""
+"""One request inside the decode batch: its sampler and random key, the library's ``RowDecoder`` (text
+stream, stop rules, token limit), and the events it sends back."""
 
 from __future__ import annotations
 
@@ -6,8 +7,10 @@ from dataclasses import dataclass, field
 
 import mlx.core as mx
 
-from ..sampling import apply_processors, filtered_logprobs, make_processors
-from ..textstream import ANSWER, TextStream
+from ..generation.decode import RowDecoder
+from ..generation.sampling import apply_processors, filtered_logprobs, make_processors
+from ..generation.stats import GenerationStats, Timer
+from ..generation.textstream import ANSWER
 from .errors import APIError
 
 
@@ -21,12 +24,12 @@ class Delta:
 
 @dataclass
 class Done:
-    """The end of a generation: counts, why it ended, and the generated ids (stop token excluded)."""
+    """The end of a generation: counts, why it ended, the generated ids (stop token excluded), the texts."""
 
     prompt_tokens: int
     completion_tokens: int
     cached_tokens: int
-    finish_reason: str
+    finish_reason: str  # OpenAI's: "stop" or "length" (the context limit is a length limit too)
     token_ids: list[int] = field(default_factory=list)
     answer: str = ""
     thinking: str = ""
@@ -56,31 +59,34 @@ class CachedVocab:
 
 
 class Row:
-    """Sampling and bookkeeping of one job; ``accept`` feeds each sampled token and emits events."""
+    """Sampling and bookkeeping of one job; ``accept`` takes each sampled token and emits events."""
 
     def __init__(self, job, tokenizer, *, prompt_ids: list[int], cached: int, media: str):
         self.job = job
         self.prompt_ids = prompt_ids
         self.cached = cached
         self.media = media
-        self.text = TextStream(tokenizer, job.stop_strings, job.thinking)
+        self.timer = Timer()
+        stats = GenerationStats(prompt_tokens=len(prompt_ids) - cached)
+        self.decoder = RowDecoder(tokenizer, job.stop_ids, job.stop_strings, job.request.thinking, job.limit,
+                                  job.context_limited, stats)
         self.procs = None  # built on the first logits (needs the vocabulary size)
-        self.key = mx.random.key(job.seed) if job.seed is not None else None
-        self.generated: list[int] = []  # every sampled token
+        seed = job.request.seed
+        self.key = mx.random.key(seed) if seed is not None else None
         self.fed: list[int] = []  # sampled tokens already run through the model (all but the newest)
         self.done = False
         self.released = False
         self.finish_reason: str | None = None
 
-    @staticmethod
-    def failure(error: BaseException) -> Failed:
-        """The event for an error."""
-        return Failed(error)
+    @property
+    def last(self) -> int:
+        """The newest sampled token (the next one to feed)."""
+        return self.decoder.tokens[-1]
 
     @property
     def thought(self) -> bool:
         """Whether the model wrote a thought block (the chat template drops those from history)."""
-        return bool(self.text.thinking)
+        return bool(self.decoder.text.thinking)
 
     def sample(self, logits: mx.array) -> mx.array:
         """One row of logits (1, V) → its token (1,), with this row's settings and random key."""
@@ -97,17 +103,13 @@ class Row:
         return mx.random.categorical(lp, key=sub).astype(mx.int32)
 
     def accept(self, token: int) -> None:
-        """A sampled token: stop rules, text pieces out, and the end of the row when it is done."""
-        self.generated.append(token)
-        if token in self.job.stop_ids:
-            return self._end("stop")
-        for piece in self.text.add(token):
-            self.job.emit(Delta(piece.text, piece.channel))
-        if self.text.stopped:
-            return self._end("stop")
-        if len(self.generated) >= self.job.max_tokens:
-            return self._end("length")
-        return None
+        """A sampled token: text pieces out, and the end of the row once it is done."""
+        self.timer.mark_first_token()
+        for chunk in self.decoder.feed(token):
+            if chunk.text:
+                self.job.emit(Delta(chunk.text, chunk.channel))
+        if self.decoder.done:
+            self._end()
 
     def check(self, now: float) -> None:
         """End the row if its client went away or its time is up."""
@@ -124,10 +126,13 @@ class Row:
             self.done, self.finish_reason = True, "error"
             self.job.emit(Failed(error))
 
-    def _end(self, reason: str) -> None:
-        for piece in self.text.finish():
-            self.job.emit(Delta(piece.text, piece.channel))
-        self.done, self.finish_reason = True, reason
-        ids = self.generated[:-1] if reason == "stop" and self.generated[-1] in self.job.stop_ids else self.generated
-        self.job.emit(Done(len(self.prompt_ids), len(self.generated), self.cached, reason, list(ids),
-                           self.text.answer, self.text.thinking))
+    def _end(self) -> None:
+        for chunk in self.decoder.finish(self.timer, 0.0):
+            if chunk.text:
+                self.job.emit(Delta(chunk.text, chunk.channel))
+        d = self.decoder
+        self.done, self.finish_reason = True, d.stats.finish_reason
+        ids = d.tokens[:-1] if d.tokens and d.tokens[-1] in self.job.stop_ids else list(d.tokens)
+        reason = "stop" if self.finish_reason == "stop" else "length"
+        self.job.emit(Done(len(self.prompt_ids), len(d.tokens), self.cached, reason, ids, d.text.answer,
+                           d.text.thinking))
