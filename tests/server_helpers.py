@@ -11,9 +11,6 @@ from pathlib import Path
 
 import httpx
 
-from mlx_gemma4.presets import SMALL_VOCAB
-from tests.reference import SMALL_VOCAB_IDS, TINY_TEXT, build_checkpoint
-
 
 def small_vocab_checkpoint(folder: Path) -> Path:
     """The tiny reference checkpoint with a small vocabulary (media ids moved into it) and its stand-in
@@ -23,6 +20,9 @@ def small_vocab_checkpoint(folder: Path) -> Path:
     dominating a CPU decode step, so a step costs about the same for one row as for eight, as it does
     for a real model; the concurrency test measures batching, not the head's matmul.
     """
+    from mlx_gemma4.presets import SMALL_VOCAB
+    from tests.reference import SMALL_VOCAB_IDS, TINY_TEXT, build_checkpoint  # torch: tests only
+
     build_checkpoint(folder, text={**TINY_TEXT, "vocab_size": SMALL_VOCAB}, top=SMALL_VOCAB_IDS, with_processor=True)
     return folder
 

@@ -5,8 +5,9 @@ start at column ``left_padding[r]``; the model masks the padding keys and shifts
 positions by its padding. A row that joins with a shorter history is padded on the left (its padding
 grows by the difference in offsets), so its positions, and therefore its tokens, do not change.
 
-Per layer a cache is either full (mlx-lm ``KVCache``: keys ``[..., :offset, :]``) or sliding (a
-rotating cache of ``max_size`` = the window). Joining and compacting rebuild every layer in temporal
+Per layer a cache is either full (mlx-lm ``KVCache``: keys ``[..., :offset, :]``) or sliding
+(``SlidingKVCache``, a rotating cache of ``max_size`` = the window, read and rebuilt through its
+``ordered`` / ``set_ordered``). Joining and compacting rebuild every layer in temporal
 order: a full layer keeps all ``offset`` columns, a sliding layer its last ``min(offset, window)``.
 That state is exactly what the caches themselves reach by plain appends, so their own update logic
 carries on from it. Quantized caches are not supported here (the server uses plain caches).
@@ -15,17 +16,21 @@ carries on from it. Quantized caches are not supported here (the server uses pla
 from __future__ import annotations
 
 import mlx.core as mx
-from mlx_lm.models.cache import KVCache, RotatingKVCache
+from mlx_lm.models.cache import KVCache
+
+from ..model.cache import SlidingKVCache
 
 
 def _is_sliding(c) -> bool:
-    return isinstance(c, RotatingKVCache)
+    if not isinstance(c, (KVCache, SlidingKVCache)):
+        raise TypeError(f"a decode batch needs plain or sliding KV caches, not {type(c).__name__}")
+    return isinstance(c, SlidingKVCache)
 
 
 def temporal_kv(c) -> tuple[mx.array, mx.array]:
     """A layer's keys and values in temporal order (oldest first), without unused buffer columns."""
     if _is_sliding(c):
-        k, v = c._temporal_order(c.keys), c._temporal_order(c.values)
+        k, v = c.ordered()
         n = min(k.shape[2], c.offset)
         return k[..., k.shape[2] - n :, :], v[..., v.shape[2] - n :, :]
     return c.keys[..., : c.offset, :], c.values[..., : c.offset, :]
@@ -40,9 +45,10 @@ def _fit(x: mx.array, length: int) -> mx.array:
 
 
 def _set(c, k: mx.array, v: mx.array, offset: int) -> None:
-    c.keys, c.values, c.offset = k, v, offset
     if _is_sliding(c):
-        c._idx = k.shape[2]
+        c.set_ordered(k, v, offset)
+    else:
+        c.keys, c.values, c.offset = k, v, offset
 
 
 class BatchCache:
