@@ -7,6 +7,7 @@ id, so that outputs are non-empty text). Greedy answers are compared with ``mlx_
 from __future__ import annotations
 
 import base64
+import re
 import threading
 import time
 from pathlib import Path
@@ -31,7 +32,7 @@ def ckpt(tmp_path_factory):
 @pytest.fixture(scope="module")
 def server(ckpt, tmp_path_factory):
     srv = ServerProcess(ckpt, "--allow-local-files", str(EXAMPLES), "--context-length", "1024",
-                        "--max-body-mb", "1", "--max-concurrency", "8", api_key=KEY,
+                        "--max-body-mb", "1", "--max-concurrency", "8", "--default-max-tokens", "16", api_key=KEY,
                         log=tmp_path_factory.mktemp("serve-log") / "server.log")
     try:
         srv.wait_ready()
@@ -252,3 +253,12 @@ def test_disconnect_frees_the_slot(server, client):
         time.sleep(0.05)
     assert httpx.get(f"{server.base}/health", timeout=10).json()["requests"] == 0
     assert _chat(client, [{"role": "user", "content": "hi"}], max_tokens=2, temperature=0).choices[0].message.content
+
+
+def test_readme_client_example(server, capsys):
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    code = re.search(r"```py\n(import base64, openai.*?)```", readme, flags=re.DOTALL).group(1)
+    code = code.replace('"http://127.0.0.1:8080/v1"', repr(f"{server.base}/v1")).replace('"none"', repr(KEY))
+    code = code.replace('"photo.jpg"', repr(str(EXAMPLES / "scene.jpg")))
+    exec(compile(code, "README.md server snippet", "exec"), {"__name__": "readme_snippet"})
+    assert capsys.readouterr().out.strip()
