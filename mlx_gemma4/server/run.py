@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 
+from ..errors import InputError
 from .app import ServerConfig, create_app
 from .engine import Engine
 
@@ -20,10 +21,20 @@ def exposed_warning(host: str) -> str | None:
             " (use --api-key, or keep the default --host 127.0.0.1)")
 
 
+def _share_uvicorn_logging(level: str) -> None:
+    """Our messages (model ready, load failure, unexpected errors) go where uvicorn's own go."""
+    ours = logging.getLogger("mlx_gemma4.server")
+    ours.setLevel(level.upper())
+    for handler in logging.getLogger("uvicorn.error").handlers:
+        ours.addHandler(handler)
+    ours.propagate = False
+
+
 def serve(load_fn, config: ServerConfig, *, host: str = "127.0.0.1", port: int = 8080, max_concurrency: int = 8,
           max_queue: int = 64, prompt_cache_bytes: int = 1 << 30, log_level: str = "info") -> int:
-    """Run until interrupted; returns 1 if the model failed to load, else 0. Binds before the model loads
-    (``/health`` answers 503 until it is ready)."""
+    """Run until interrupted → 0, or 2 / 1 when the model failed to load (bad input / other).
+
+    The port is bound before the model loads: ``/health`` answers 503 until it is ready."""
     import uvicorn
 
     engine = Engine(load_fn, max_concurrency=max_concurrency, max_queue=max_queue,
@@ -31,6 +42,7 @@ def serve(load_fn, config: ServerConfig, *, host: str = "127.0.0.1", port: int =
     app = create_app(engine, config)
     server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level=log_level, access_log=False,
                                            timeout_graceful_shutdown=2))
+    _share_uvicorn_logging(log_level)
 
     async def watch_loading() -> None:
         await asyncio.to_thread(engine.ready.wait)
@@ -49,6 +61,8 @@ def serve(load_fn, config: ServerConfig, *, host: str = "127.0.0.1", port: int =
         asyncio.run(main())
     finally:
         engine.stop()
-    return 1 if engine.load_error is not None else 0
+    if engine.load_error is None:
+        return 0
+    return 2 if isinstance(engine.load_error, InputError) else 1
 
 
