@@ -52,6 +52,8 @@ _ONSETS = ("", "b", "c", "d", "f", "g", "h", "j", "k", "l", "m", "n", "p", "r", 
            "br", "ch", "dr", "gr", "kr", "pl", "sh", "st", "th", "tr")
 _NUCLEI = ("a", "e", "i", "o", "u", "ai", "ea", "ou")
 _CODAS = ("", "n", "r", "s", "l", "m", "t", "k")
+# Words the prompt format puts right after a special token: one piece each, as in Gemma's vocabulary.
+_PROMPT_WORDS = ("user", "model", "system", "developer", "thought", "call", "response", "declaration")
 _STEP = 7919  # a prime coprime to the syllable count: walks the syllable pairs in a scrambled order
 
 
@@ -87,11 +89,11 @@ def _words(syllables: list[str]):
 
 
 def _basic_pieces() -> list[str]:
-    """The pieces any text needs: whitespace, printable ASCII, the non-ASCII bytes (for byte fallback)."""
+    """The pieces every stand-in has: whitespace, printable ASCII, non-ASCII bytes (byte fallback), role words."""
     whitespace = ["▁", "\n\n", "\t", "\r"]
     ascii_ = [chr(c) for c in range(0x21, 0x7F)]
     bytes_ = [f"<0x{b:02X}>" for b in range(0x80, 0x100)]  # every byte of a non-ASCII UTF-8 character
-    return [*whitespace, *ascii_, *bytes_]
+    return [*whitespace, *ascii_, *bytes_, *_PROMPT_WORDS]
 
 
 def standin_vocab(vocab_size: int, specials: dict[str, int]) -> list[str]:
