@@ -2,7 +2,8 @@
 
 Each command group lives in its own module under ``cli/`` with a ``register(app)`` function and is
 listed in ``COMMAND_GROUPS``; the modules only parse arguments and format output (logic lives in the
-library). Any ``Gemma4Error`` becomes one red line on stderr and exit status 1 (``--verbose`` adds the
+library). Any ``Gemma4Error`` becomes one red line on stderr and exit status 2 for bad input
+(``InputError``), 1 for other failures (``--verbose`` adds the
 traceback), both for the console script and for ``typer.testing.CliRunner``.
 """
 
@@ -15,7 +16,7 @@ from rich.console import Console
 from rich.markup import escape
 from typer.core import TyperGroup
 
-from mlx_gemma4.errors import Gemma4Error
+from mlx_gemma4.errors import Gemma4Error, InputError
 
 # Modules of cli/ that add commands; other engineers append theirs (generate, chat, caption, bench…).
 COMMAND_GROUPS = ("convert", "generate")
@@ -33,7 +34,7 @@ class _Gemma4Group(TyperGroup):
             if (ctx.obj or {}).get("verbose"):
                 err_console.print_exception()
             err_console.print(f"[bold red]error:[/bold red] {escape(str(e))}", soft_wrap=True)
-            raise typer.Exit(1) from None
+            raise typer.Exit(2 if isinstance(e, InputError) else 1) from None
         except KeyboardInterrupt:
             err_console.print("[bold red]interrupted[/bold red]")
             raise typer.Exit(130) from None

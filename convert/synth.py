@@ -22,7 +22,8 @@ from mlx_gemma4.config import ModelConfig
 from mlx_gemma4.errors import ConversionError
 from mlx_gemma4.weights import to_hf_name
 
-from .convert import FLOAT_DTYPES, staging_folder
+from .convert import FLOAT_DTYPES
+from .outdir import staging_folder
 from .safetensors_io import PlannedTensor, ShardLayout, ShardWriter, row_chunks
 from .source import assistant_shapes
 from .standin_tokenizer import write_standin_processor
@@ -156,7 +157,7 @@ def synthesize(
         groups[-1].append(t)
     total = sum(t.nbytes for t in tensors)
     done, weight_map = 0, {}
-    with staging_folder(Path(out).expanduser(), force) as tmp:
+    with staging_folder(Path(out).expanduser(), force, "synth", needed_bytes=total) as tmp:
         for n, group in enumerate(groups, start=1):
             fname = f"model-{n:05d}-of-{len(groups):05d}.safetensors"
             writer = ShardWriter(tmp / fname, ShardLayout(group))

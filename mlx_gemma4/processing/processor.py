@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import math
 import os
 from collections.abc import Iterator, Mapping, Sequence
@@ -14,6 +13,7 @@ import numpy as np
 from PIL import Image
 
 from ..errors import InputError, ModelLoadError
+from ..jsonfile import read_json_object
 from . import audio as audio_mod
 from . import image as image_mod
 from .prompt import (
@@ -51,16 +51,22 @@ class ProcessorConfig:
             image = audio = _read_json(folder / "preprocessor_config.json")
         elif (folder / "config.json").is_file():
             vision = _read_json(folder / "config.json").get("vision_config") or {}
+            vision = vision if isinstance(vision, dict) else {}
             image = {"max_soft_tokens": vision.get("num_soft_tokens", image_mod.DEFAULT_BUDGET)}
+        if not (isinstance(image, dict) and isinstance(audio, dict)):
+            raise ModelLoadError(f"{folder}: the image/audio sections of the processor config must be JSON objects")
         _check_supported(folder, image)
-        cfg = cls(
-            image_budget=int(image.get("max_soft_tokens", image_mod.DEFAULT_BUDGET)),
-            sampling_rate=int(audio.get("sampling_rate", audio_mod.SAMPLE_RATE)),
-            audio_samples_per_token=int(
-                audio.get("audio_samples_per_token", audio.get("feature_size", audio_mod.FRAME))
-            ),
-            audio_seq_length=int(top.get("audio_seq_length", audio_mod.MAX_CLIP_FRAMES)),
-        )
+        try:
+            cfg = cls(
+                image_budget=int(image.get("max_soft_tokens", image_mod.DEFAULT_BUDGET)),
+                sampling_rate=int(audio.get("sampling_rate", audio_mod.SAMPLE_RATE)),
+                audio_samples_per_token=int(
+                    audio.get("audio_samples_per_token", audio.get("feature_size", audio_mod.FRAME))
+                ),
+                audio_seq_length=int(top.get("audio_seq_length", audio_mod.MAX_CLIP_FRAMES)),
+            )
+        except (TypeError, ValueError) as e:
+            raise ModelLoadError(f"{folder}: a processor setting is not a number ({e})") from e
         if cfg.image_budget not in image_mod.SUPPORTED_BUDGETS:
             raise ModelLoadError(f"{folder}: image max_soft_tokens {cfg.image_budget} is not a supported budget")
         if min(cfg.sampling_rate, cfg.audio_samples_per_token, cfg.audio_seq_length) <= 0:
@@ -69,14 +75,8 @@ class ProcessorConfig:
 
 
 def _read_json(path: Path) -> dict[str, Any]:
-    """A JSON object from a checkpoint file, or ModelLoadError."""
-    try:
-        data = json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError) as e:
-        raise ModelLoadError(f"{path}: not readable JSON ({e})") from e
-    if not isinstance(data, dict):
-        raise ModelLoadError(f"{path}: expected a JSON object")
-    return data
+    """A JSON object from a checkpoint file, or ModelLoadError naming it."""
+    return read_json_object(path, ModelLoadError)
 
 
 def _check_supported(folder: Path, image: Mapping[str, Any]) -> None:
