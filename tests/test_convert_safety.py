@@ -178,9 +178,9 @@ def test_synth_follows_the_same_rules(src, tmp_path):
 
 
 def test_hub_cache_folders_are_protected(synth_src, tmp_path):
-    from tests.test_convert_cli import _hub_cache
+    from tests.convert_helpers import hub_cache
 
-    cache = _hub_cache(tmp_path, synth_src, "test-org/tiny")
+    cache = hub_cache(tmp_path, synth_src, "test-org/tiny")
     env = {"HF_HUB_CACHE": str(cache), "HF_HUB_OFFLINE": "1"}
     repo = cache / "models--test-org--tiny"
     snap = next((repo / "snapshots").iterdir())
@@ -342,8 +342,9 @@ def test_broken_safetensors_header_is_refused_up_front(src, tmp_path):
 
 
 def test_loading_names_the_broken_json_file(src, tmp_path):
-    from mlx_gemma4.loader import load, read_config
     from mlx_gemma4.sampling import GenerationDefaults
+
+    from mlx_gemma4.loader import load, read_config
 
     out = tmp_path / "out"
     run(["convert", src, out, "--bits", "8"], 0)
@@ -368,7 +369,7 @@ def test_processor_names_its_broken_json_file(src, synth_src):
         Processor.from_pretrained(src)
     shutil.copy(synth_src / "tokenizer_config.json", src / "tokenizer_config.json")
     (src / "processor_config.json").write_text('{"image_processor": [1]}')
-    with pytest.raises(ModelLoadError, match="must be JSON objects"):
+    with pytest.raises(ModelLoadError, match="sections of the processor config must be objects"):
         Processor.from_pretrained(src)
 
 
