@@ -37,10 +37,11 @@ Thinking = Annotated[bool, typer.Option("--thinking/--no-thinking", help="Let th
 
 
 def _stats_line(stats) -> str:
+    # Rates come from GenerationStats (one definition); they are 0 when nothing was generated.
     return (
         f"prompt {stats.prompt_tokens} tok, TTFT {stats.time_to_first_token_s:.2f} s, "
-        f"prefill {stats.prompt_tokens / max(stats.prefill_s, 1e-9):.1f} tok/s, "
-        f"decode {stats.generation_tokens} tok at {stats.generation_tokens / max(stats.decode_s, 1e-9):.1f} tok/s, "
+        f"prefill {stats.prompt_tps:.1f} tok/s, "
+        f"decode {stats.generation_tokens} tok at {stats.generation_tps:.1f} tok/s, "
         f"peak {stats.peak_memory_gb:.2f} GB, {stats.finish_reason}"
     )
 

@@ -16,11 +16,11 @@ from mlx.utils import tree_flatten, tree_unflatten
 
 from .config import ModelConfig
 from .errors import ModelLoadError
+from .generation.sampling import GenerationDefaults
 from .hub import download, looks_like_hub_id
 from .model.drafter import Drafter, check_compatible, drafter_config
 from .model.gemma4 import Gemma4Model
 from .quant import quantize_for_loading
-from .sampling import GenerationDefaults
 from .weights import sanitize, sanitize_assistant
 
 _TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json")

@@ -18,12 +18,12 @@ import numpy as np
 import pytest
 import soundfile as sf
 from mlx_gemma4.cli.app import app
+from mlx_gemma4.convert.standin_tokenizer import write_standin_processor
 from PIL import Image
 from typer.testing import CliRunner
 
 from mlx_gemma4.errors import Gemma4Error, InputError, ModelLoadError
 from mlx_gemma4.processing import Processor, load_audio, load_image, process_audio, process_image
-from tests.reference_tokenizer import write_standin_processor
 from tests.test_processing_errors import png_header_only
 
 GEMMA4 = str(Path(sys.executable).with_name("gemma4"))

@@ -9,11 +9,11 @@ import zlib
 import numpy as np
 import pytest
 import soundfile as sf
+from mlx_gemma4.convert.standin_tokenizer import write_standin_processor
 from PIL import Image
 
 from mlx_gemma4.errors import InputError
 from mlx_gemma4.processing import Processor, load_audio, load_image, process_audio, process_image
-from tests.reference_tokenizer import write_standin_processor
 
 
 def assert_input_error(fn, *args, match: str, name: str | None = None, **kwargs) -> InputError:
@@ -212,6 +212,7 @@ def test_processor_bad_messages(processor):
     assert_input_error(processor, [], match="empty")
     assert_input_error(processor, [{"content": "no role"}], match="role")
     assert_input_error(processor, {"role": "user", "content": "hi"}, match="list of")
-    assert_input_error(processor, [{"role": "user", "content": [{"type": "video"}]}], match="unsupported content")
+    assert_input_error(processor, [{"role": "user", "content": [{"type": "gif"}]}], match="unsupported content")
+    assert_input_error(processor, [{"role": "user", "content": [{"type": "video"}]}], match="fewer video sources")
     assert_input_error(processor, [{"role": "user", "content": [{"type": "text"}]}], match="string 'text'")
     assert_input_error(processor, _image_message(image="a.png", path="b.png"), match="not several")
