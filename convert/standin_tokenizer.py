@@ -233,12 +233,14 @@ def processor_config(max_soft_tokens: int = 280) -> dict[str, Any]:
         "image_processor": {**common, "do_normalize": False, "max_soft_tokens": max_soft_tokens,
                             "image_processor_type": "Gemma4UnifiedImageProcessor"},
         "video_processor": {**common, "do_normalize": True, "do_sample_frames": True, "num_frames": 32,
-                            "max_soft_tokens": 70, "video_processor_type": "Gemma4UnifiedVideoProcessor"},
+                            "max_soft_tokens": 70, "return_metadata": False,
+                            "video_processor_type": "Gemma4UnifiedVideoProcessor"},
         "feature_extractor": {"feature_size": 640, "sampling_rate": 16000, "padding_value": 0.0,
                               "padding_side": "right", "return_attention_mask": True,
                               "audio_samples_per_token": 640,
                               "feature_extractor_type": "Gemma4UnifiedAudioFeatureExtractor"},
         "image_seq_length": max_soft_tokens,
+        "audio_seq_length": 750,
         "audio_ms_per_token": 40,
     }
 
