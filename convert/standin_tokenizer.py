@@ -23,7 +23,9 @@ import json
 from pathlib import Path
 from typing import Any
 
-# Text special tokens at their ids in the real Gemma 4 vocabulary (the same in every checkpoint).
+# Text special tokens at their ids in the real Gemma 4 vocabulary (the same in every checkpoint; the
+# think/channel/tool ids as other runtimes' Gemma 4 fixtures give them). The runtime never hard-codes
+# them: it reads every id from the checkpoint's tokenizer.
 TEXT_SPECIAL_IDS: dict[str, int] = {
     "<pad>": 0, "<eos>": 1, "<bos>": 2, "<unk>": 3, "<mask>": 4,
     "<|tool>": 46, "<tool|>": 47, "<|tool_call>": 48, "<tool_call|>": 49,
