@@ -14,6 +14,9 @@ err = Console(stderr=True)
 Model = Annotated[str, typer.Option("--model", "-m", help="Checkpoint folder or hub id.")]
 Images = Annotated[list[Path] | None, typer.Option("--image", "-i", help="Image file (repeatable).")]
 Audio = Annotated[list[Path] | None, typer.Option("--audio", "-a", help="Audio file (repeatable).")]
+Videos = Annotated[
+    list[Path] | None, typer.Option("--video", help="Video file, ≤ 60 s: 32 frames with timestamps (repeatable).")
+]
 MaxTokens = Annotated[int, typer.Option("--max-tokens", "-n", help="Most tokens to generate.")]
 Temp = Annotated[float | None, typer.Option("--temp", help="Temperature (0 = greedy; default: checkpoint's).")]
 TopP = Annotated[float | None, typer.Option("--top-p", help="Nucleus sampling (default: checkpoint's).")]
@@ -57,6 +60,7 @@ def generate_cmd(
     model: Model,
     image: Images = None,
     audio: Audio = None,
+    video: Videos = None,
     max_tokens: MaxTokens = 256,
     temp: Temp = None,
     top_p: TopP = None,
@@ -71,7 +75,8 @@ def generate_cmd(
     _print_stream(
         stream_generate(
             m, processor, prompt, images=[str(p) for p in image or ()], audio=[str(p) for p in audio or ()],
-            max_tokens=max_tokens, temperature=temp, top_p=top_p, top_k=top_k, seed=seed, thinking=thinking,
+            videos=[str(p) for p in video or ()], max_tokens=max_tokens, temperature=temp, top_p=top_p, top_k=top_k,
+            seed=seed, thinking=thinking,
         )
     )
 
@@ -80,19 +85,21 @@ def chat_cmd(
     model: Model,
     image: Images = None,
     audio: Audio = None,
+    video: Videos = None,
     max_tokens: MaxTokens = 1024,
     temp: Temp = None,
     seed: Seed = None,
     thinking: Thinking = False,
 ) -> None:
-    """Multi-turn chat; --image/--audio go with the first message (dropped if unreadable). /reset forgets,
-    /quit (or Ctrl-D) exits."""
+    """Multi-turn chat; --image/--audio/--video go with the first message (dropped if unreadable). /reset
+    forgets, /quit (or Ctrl-D) exits."""
     from mlx_gemma4 import ChatSession
     from mlx_gemma4.errors import InputError
 
     m, processor = _load(model)
     session = ChatSession(m, processor, thinking=thinking)
     pending_images, pending_audio = [str(p) for p in image or ()], [str(p) for p in audio or ()]
+    pending_videos = [str(p) for p in video or ()]
     err.print("chat started: /reset forgets the conversation, /quit exits", style="dim")
     while True:
         try:
@@ -110,12 +117,13 @@ def chat_cmd(
         try:
             _print_stream(
                 session.send(
-                    line, images=pending_images, audio=pending_audio, max_tokens=max_tokens, temperature=temp, seed=seed
+                    line, images=pending_images, audio=pending_audio, videos=pending_videos, max_tokens=max_tokens,
+                    temperature=temp, seed=seed,
                 )
             )
         except InputError as e:  # a bad file or argument: report it, drop the files, keep the conversation
             err.print(f"[bold red]error:[/bold red] {escape(str(e))}", soft_wrap=True)
-        pending_images, pending_audio = [], []
+        pending_images, pending_audio, pending_videos = [], [], []
 
 
 def register(app: typer.Typer) -> None:
