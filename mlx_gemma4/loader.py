@@ -16,11 +16,11 @@ from mlx.utils import tree_flatten, tree_unflatten
 
 from .config import ModelConfig
 from .errors import ModelLoadError
+from .generation.sampling import GenerationDefaults
 from .hub import download, looks_like_hub_id
 from .model.drafter import Drafter, check_compatible, drafter_config
 from .model.gemma4 import Gemma4Model
 from .quant import quantize_for_loading
-from .sampling import GenerationDefaults
 from .weights import sanitize, sanitize_assistant
 
 _TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json")
@@ -45,9 +45,12 @@ def read_config(folder: Path) -> dict[str, Any]:
     if not path.is_file():
         raise ModelLoadError(f"{folder}: no config.json (not a checkpoint folder)")
     try:
-        return json.loads(path.read_text())
+        data = json.loads(path.read_text())
     except json.JSONDecodeError as e:
         raise ModelLoadError(f"{path}: not valid JSON ({e})") from e
+    if not isinstance(data, dict):
+        raise ModelLoadError(f"{path}: expected a JSON object, found {type(data).__name__}")
+    return data
 
 
 def weight_files(folder: Path, error: type[Exception] = ModelLoadError) -> list[Path]:
@@ -146,7 +149,10 @@ def load_model(folder: Path, dtype: mx.Dtype | None = None) -> Gemma4Model:
     """Build the model described by ``folder/config.json`` and load its weights (checked)."""
     raw = read_config(folder)
     weights = read_weights(folder)
-    config = ModelConfig.from_dict(infer_layer_geometry(raw, weights))
+    try:
+        config = ModelConfig.from_dict(infer_layer_geometry(raw, weights))
+    except ModelLoadError as e:  # the config's own messages do not know which folder they are about
+        raise ModelLoadError(f"{folder / 'config.json'}: {str(e).removeprefix('config.json: ')}") from e
     model = Gemma4Model(config)
     fill_weights(model, weights, config.quantization, dtype, "checkpoint")
     model.eval()

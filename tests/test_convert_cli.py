@@ -22,9 +22,10 @@ from tests.convert_helpers import hub_cache
 runner = CliRunner()
 
 
-def one_line_error(result) -> str:
-    """The CLI's error output, checked to be exactly one line (no traceback) with exit status 1."""
-    assert result.exit_code == 1, (result.exit_code, result.output)
+def one_line_error(result, code: int = 1) -> str:
+    """The CLI's error output, checked to be exactly one line (no traceback) with exit status ``code``
+    (2 for a bad flag value, 1 for a failed conversion)."""
+    assert result.exit_code == code, (result.exit_code, result.output)
     lines = [ln for ln in result.stderr.splitlines() if ln.strip()]
     assert len(lines) == 1 and lines[0].startswith("error:"), result.stderr
     return lines[0]
@@ -104,7 +105,7 @@ def test_invalid_options_are_refused(tiny_ckpt, tmp_path):
                        (["--recipe", "fancy"], "--recipe"), (["--max-shard-size", "lots"], "not a size"),
                        (["--upload-repo", "no-slash"], "org/name")):
         result = runner.invoke(app, ["convert", str(tiny_ckpt.path), str(tmp_path / "out"), *args])
-        assert text in one_line_error(result), args
+        assert text in one_line_error(result, code=2), args
     assert not (tmp_path / "out").exists()
 
 

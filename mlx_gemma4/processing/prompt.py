@@ -192,9 +192,28 @@ def render(
         raise InputError(f"the chat template rejected the messages: {e}") from e
 
 
+def valid_text(text: str) -> str:
+    """``text`` with lone surrogates decoded: bytes that were not UTF-8 become U+FFFD.
+
+    Python hands non-UTF-8 command-line bytes over as surrogate escapes (``b"\\xff"`` → ``"\\udcff"``),
+    and the tokenizer cannot encode those. Escapes are turned back into their bytes and decoded with
+    replacement, so valid UTF-8 around them is kept; any other lone surrogate becomes U+FFFD too.
+    """
+    try:
+        text.encode("utf-8")
+        return text
+    except UnicodeEncodeError:
+        pass
+    try:
+        raw = text.encode("utf-8", "surrogateescape")
+    except UnicodeEncodeError:  # surrogates that are not escapes (e.g. half of a pair from JSON)
+        raw = text.encode("utf-8", "surrogatepass")
+    return raw.decode("utf-8", "replace")
+
+
 def encode(tokenizer: Any, text: str) -> list[int]:
     """Token ids of rendered text; the template already wrote ``<bos>``, so nothing is added."""
-    return list(tokenizer.encode(text, add_special_tokens=False))
+    return list(tokenizer.encode(valid_text(text), add_special_tokens=False))
 
 
 def token_strings(tokenizer: Any, special: SpecialTokens) -> dict[str, str]:
