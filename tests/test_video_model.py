@@ -16,7 +16,7 @@ from transformers.video_utils import default_sample_indices_fn, read_video_pyav
 from mlx_gemma4 import generate, load
 from mlx_gemma4.processing import load_audio
 from mlx_gemma4.processing.video import VideoOptions
-from tests.reference_tokenizer import reference_processor
+from tests.reference import reference_processor
 from tests.video_clips import write_clip
 
 FP32_TOL = 1e-4
