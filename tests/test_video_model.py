@@ -21,6 +21,8 @@ from tests.video_clips import write_clip
 
 FP32_TOL = 1e-4
 VID = 258884
+FRAMES = 8  # 8 × 70 soft tokens keeps the reference's full forwards short; 32-frame prompts: test_video_processing
+OPTIONS = VideoOptions(num_frames=FRAMES)
 
 
 @pytest.fixture(scope="module")
@@ -43,9 +45,9 @@ def _messages(clip, with_audio: bool) -> list[dict]:
 
 
 def reference_arrays(tiny_ckpt, clip, with_audio: bool, wave=None) -> dict[str, np.ndarray]:
-    """The reference processor's arrays (frames from its own PyAV reader, 32 frames)."""
+    """The reference processor's arrays (frames from its own PyAV reader and sampler)."""
     ref = reference_processor(tiny_ckpt.path)
-    frames, meta = read_video_pyav(str(clip), partial(default_sample_indices_fn, num_frames=32))
+    frames, meta = read_video_pyav(str(clip), partial(default_sample_indices_fn, num_frames=FRAMES))
     text = ref.apply_chat_template(_messages(clip, with_audio), tokenize=False, add_generation_prompt=True)
     out = ref(text=text, videos=[frames], audio=[wave] if with_audio else None, return_tensors="np",
               add_special_tokens=False, videos_kwargs={"video_metadata": [meta], "do_sample_frames": False})
@@ -78,12 +80,12 @@ def test_video_logits_match_the_reference(loaded, tiny_ckpt, clip, with_audio):
     model, processor = loaded
     wave = None
     if with_audio:
-        sound = processor(_messages(clip, False), video_options=VideoOptions(sound=True)).videos[0]
+        sound = processor(_messages(clip, False), video_options=VideoOptions(num_frames=FRAMES, sound=True)).videos[0]
         wave = load_audio((sound.sound, sound.sound_rate))
-    ours = processor(_messages(clip, with_audio), audio=[wave] if with_audio else None)
+    ours = processor(_messages(clip, with_audio), audio=[wave] if with_audio else None, video_options=OPTIONS)
     want = reference_arrays(tiny_ckpt, clip, with_audio, wave)
     np.testing.assert_array_equal(ours.input_ids, want["input_ids"])
-    assert (ours.input_ids == VID).sum() == 32 * 70
+    assert (ours.input_ids == VID).sum() == FRAMES * 70
     # The reference model gets the reference processor's own arrays; ours gets ours. The last 100
     # positions: the last frame (70 soft tokens), what follows it, and everything before through attention.
     # Same pixels up to the last bit: the reference's video path divides by 255 where its image path
@@ -97,7 +99,7 @@ def test_video_logits_match_the_reference(loaded, tiny_ckpt, clip, with_audio):
 def test_frames_are_bidirectional_blocks(loaded, tiny_ckpt, clip):
     """Guard: with the frames' block structure hidden (plain causal masks) the logits visibly move."""
     model, processor = loaded
-    inputs = processor(_messages(clip, False))
+    inputs = processor(_messages(clip, False), video_options=OPTIONS)
     emb = model.embed_inputs(**inputs)
     ids = inputs.input_ids
     causal = np.array(model(np.where(ids == VID, 7, ids), inputs_embeds=emb, logits_to_keep=100))
@@ -107,7 +109,7 @@ def test_frames_are_bidirectional_blocks(loaded, tiny_ckpt, clip):
 def test_greedy_with_chunked_prefill_matches_the_reference(loaded, tiny_ckpt, clip):
     """16 greedy tokens, the prompt prefilled in chunks of at most 100 tokens (each frame is 70)."""
     model, processor = loaded
-    inputs = processor(_messages(clip, False))
+    inputs = processor(_messages(clip, False), video_options=OPTIONS)
     defaults = model.generation_defaults
     expected = reference_greedy(tiny_ckpt, reference_arrays(tiny_ckpt, clip, False), 16,
                                 defaults.suppress_tokens, set(defaults.eos_token_ids))

@@ -23,7 +23,7 @@ from mlx_gemma4.processing.video import VideoOptions, process_video
 from tests.reference import reference_processor
 from tests.video_clips import picture, write_clip
 
-BOI, EOI, VID = 255999, 258882, 258884
+BOI, EOI, VID, SOT = 255999, 258882, 258884, 105
 CLIPS = {  # name → (write_clip arguments, our options, the reference's sampling arguments, rotation)
     "default_32": (dict(), VideoOptions(), dict(num_frames=32), 0),
     "fps_2": (dict(), VideoOptions(fps=2), dict(num_frames=None, fps=2), 0),
