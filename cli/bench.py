@@ -95,17 +95,12 @@ def bench_cmd(
 ) -> None:
     """Load time, preprocessing, time to first token, prefill/decode tok/s and memory, per prompt kind."""
     from mlx_gemma4.bench import BenchConfig, run
-    from mlx_gemma4.errors import InputError
     from mlx_gemma4.loader import parse_dtype
 
     cfg = BenchConfig(model, synthetic, layers, bits, prompt_tokens, gen_tokens, image, image_tokens, audio, video,
                       batch, None if draft in (None, "off") else draft, trials, warmup, dtype, bandwidth_gbps)
-    try:
-        cfg.check()
-        parse_dtype(dtype)
-    except InputError as e:  # a bad flag: one line, usage exit status
-        err.print(f"[bold red]error:[/bold red] {e}", soft_wrap=True, highlight=False)
-        raise typer.Exit(2) from None
+    cfg.check()  # a bad flag is an InputError: one line, exit status 2
+    parse_dtype(dtype)
     columns = (TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
     with Progress(*columns, console=err, transient=True) as bar:
         task = bar.add_task("starting", total=None)

@@ -60,9 +60,12 @@ def convert_cmd(
     from mlx_gemma4.convert.convert import ConvertOptions, convert, upload
 
     opts = ConvertOptions(bits, group_size, recipe, dtype, parse_size(max_shard_size), force)
-    opts.check()
+    try:
+        opts.check()
+    except ConversionError as e:  # a bad flag value is a usage error (exit status 2), not a failed conversion
+        raise InputError(str(e)) from e
     if upload_repo is not None and upload_repo.count("/") != 1:
-        raise ConversionError(f"--upload-repo must look like org/name, not {upload_repo!r}")
+        raise InputError(f"--upload-repo must look like org/name, not {upload_repo!r}")
     _interrupt_on_sigterm()
     console = Console()  # per command: picks up the terminal width of this run
     with _progress(console) as bar:

@@ -259,12 +259,32 @@ def write_media(folder: Path, cfg: BenchConfig, seed: int = 0) -> dict[str, Path
         side = int(math.sqrt(cfg.image_tokens)) * 48  # fills the budget without a large resize
         out["image"] = folder / "bench.png"
         Image.fromarray(rng.integers(0, 256, (side, side, 3), dtype=np.uint8)).save(out["image"])
+    if cfg.video_s is not None:
+        out["video"] = write_video(folder / "bench.mp4", cfg.video_s, rng)
     if cfg.audio_s is not None:
         import soundfile as sf
 
         out["audio"] = folder / "bench.wav"
         sf.write(out["audio"], (0.1 * rng.standard_normal(int(cfg.audio_s * 16000))).astype(np.float32), 16000)
     return out
+
+
+def write_video(path: Path, seconds: float, rng: np.random.Generator, fps: int = 2, side: int = 336) -> Path:
+    """A noise clip at ``fps`` frames per second (H.264 when this FFmpeg has it, else MPEG-4 part 2)."""
+    import av
+
+    with av.open(str(path), "w") as out:
+        codec = "libx264" if "libx264" in av.codecs_available else "mpeg4"
+        stream = out.add_stream(codec, rate=fps)
+        stream.width = stream.height = side
+        stream.pix_fmt = "yuv420p"
+        for _ in range(max(1, round(seconds * fps))):
+            frame = av.VideoFrame.from_ndarray(rng.integers(0, 256, (side, side, 3), dtype=np.uint8), format="rgb24")
+            for packet in stream.encode(frame):
+                out.mux(packet)
+        for packet in stream.encode():
+            out.mux(packet)
+    return path
 
 
 def text_of(processor, n_tokens: int) -> str:
@@ -294,44 +314,47 @@ def preprocess(processor, kind: str, text: str, media: dict[str, Path], cfg: Ben
 # -- measurement ----------------------------------------------------------------------------------
 
 
-def video_available() -> bool:
-    """Whether this version's processor takes video input."""
-    from importlib.util import find_spec
+def _never_stop(model) -> Callable:
+    """A logits processor that rules out the stop tokens, so every trial decodes the same number of tokens."""
+    from .generation.sampling import model_defaults
 
-    return find_spec("mlx_gemma4.processing.video") is not None
+    stops = mx.array(sorted(model_defaults(model).eos_token_ids))
+
+    def processor(tokens: mx.array, logits: mx.array) -> mx.array:
+        logits[:, stops] = -mx.inf
+        return logits
+
+    return processor
 
 
 def run_trial(model, processor, inputs, cfg: BenchConfig, draft) -> dict[str, float]:
     """One greedy generation of ``gen_tokens`` → ttft, prefill/decode tok/s, peak and KV bytes, tokens/step."""
-    from mlx_gemma4 import batch_generate, generate
+    from .generation import GenerationRequest, batch_generate, generate
 
     mx.clear_cache()
-    prompt_len = int(inputs.input_ids.shape[1])
+    request = GenerationRequest(max_tokens=cfg.gen_tokens, temperature=0.0, draft_model=draft,
+                                speculative="on" if draft is not None else "auto",
+                                logits_processors=(_never_stop(model),))
     if cfg.batch == 1:
-        result = generate(model, processor, inputs, max_tokens=cfg.gen_tokens, temperature=0, draft_model=draft)
-        results = [result]
+        results = [generate(model, processor, inputs, request=request)]
     else:
-        results = batch_generate(model, processor, [inputs] * cfg.batch, max_tokens=cfg.gen_tokens, temperature=0)
-    stats = results[0].stats
-    decoded = sum(max(len(r.token_ids) - 1, 0) for r in results)  # every row's tokens after its first
+        results = batch_generate(model, processor, [inputs] * cfg.batch, request=request)
+    stats = [r.stats for r in results]
+    first = stats[0]
     return {
-        "generated": len(results[0].token_ids),
-        "ttft": stats.time_to_first_token_s,
-        "prefill_tps": cfg.batch * prompt_len / stats.time_to_first_token_s,
-        "decode_tps": decoded / stats.decode_s if stats.decode_s > 0 else 0.0,
-        "peak": int(stats.peak_memory_gb * 1e9),
-        "kv": int(getattr(stats, "kv_cache_gb", 0.0) * 1e9),
-        "tokens_per_step": stats.tokens_per_step if draft is not None else 1.0,
+        "generated": first.generation_tokens,
+        "ttft": first.time_to_first_token_s,
+        "prefill_tps": cfg.batch * first.prompt_tokens / first.time_to_first_token_s,
+        "decode_tps": sum(s.generation_tps for s in stats),  # rows decode together: their rates add up
+        "peak": int(first.peak_memory_gb * 1e9),
+        "kv": int(first.kv_cache_gb * 1e9),
+        "tokens_per_step": first.tokens_per_step if draft is not None else 1.0,
     }
 
 
 def measure_kind(model, processor, kind: str, text: str, media: dict[str, Path], cfg: BenchConfig, draft,
                  tick: Callable[[], None] = lambda: None) -> Measurement:
     """Warm-up runs, then ``trials`` timed runs of one prompt kind."""
-    if kind == "video" and not video_available():
-        for _ in range(cfg.warmup + cfg.trials):
-            tick()
-        return Measurement(kind, available=False, note="video input is not available in this version")
     m = Measurement(kind)
     for i in range(cfg.warmup + cfg.trials):
         inputs, prep_s = preprocess(processor, kind, text, media, cfg)

@@ -28,6 +28,31 @@ def _require(d: dict[str, Any], key: str, where: str) -> Any:
     return d[key]
 
 
+def _layer_geometry(d: dict[str, Any], layer_types: list[str], head_dim: int, kv_heads: int,
+                    k_eq_v: bool) -> tuple[list[int], list[int]]:
+    """Per-layer (head_dims, kv_heads) from ``per_layer_config`` or the ``global_*`` fields."""
+    head_dims = [head_dim] * len(layer_types)
+    kv = [kv_heads] * len(layer_types)
+    per_layer = d.get("per_layer_config")
+    if per_layer:
+        for key, override in per_layer.items():
+            indices = [i for i, t in enumerate(layer_types) if t == key] if key in _DEFAULT_ROPE else [int(key)]
+            for i in indices:
+                head_dims[i] = int(override.get("head_dim", head_dims[i]))
+                kv[i] = int(override.get("num_key_value_heads", kv[i]))
+        return head_dims, kv
+    global_head_dim = d.get("global_head_dim")
+    global_kv = d.get("num_global_key_value_heads")
+    for i, t in enumerate(layer_types):
+        if t != "full_attention":
+            continue
+        if global_head_dim is not None:
+            head_dims[i] = int(global_head_dim)
+        if k_eq_v and global_kv is not None:
+            kv[i] = int(global_kv)
+    return head_dims, kv
+
+
 @dataclass
 class TextConfig:
     """The decoder (``text_config``)."""
@@ -52,6 +77,7 @@ class TextConfig:
     rope_parameters: dict[str, dict[str, Any]] = field(default_factory=lambda: dict(_DEFAULT_ROPE))
     pad_token_id: int = 0
     num_kv_shared_layers: int = 0
+    max_position_embeddings: int | None = None  # the context length (None: not stated, not enforced)
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> TextConfig:
@@ -72,27 +98,7 @@ class TextConfig:
             raise ModelLoadError(f"config.json: unsupported layer types {sorted(unknown)}")
         k_eq_v = bool(d.get("attention_k_eq_v", False))
 
-        head_dims = [head_dim] * n_layers
-        kv = [kv_heads] * n_layers
-        per_layer = d.get("per_layer_config")
-        if per_layer:
-            for key, override in per_layer.items():
-                indices = (
-                    [i for i, t in enumerate(layer_types) if t == key] if key in _DEFAULT_ROPE else [int(key)]
-                )
-                for i in indices:
-                    head_dims[i] = int(override.get("head_dim", head_dims[i]))
-                    kv[i] = int(override.get("num_key_value_heads", kv[i]))
-        else:
-            global_head_dim = d.get("global_head_dim")
-            global_kv = d.get("num_global_key_value_heads")
-            for i, t in enumerate(layer_types):
-                if t != "full_attention":
-                    continue
-                if global_head_dim is not None:
-                    head_dims[i] = int(global_head_dim)
-                if k_eq_v and global_kv is not None:
-                    kv[i] = int(global_kv)
+        head_dims, kv = _layer_geometry(d, layer_types, head_dim, kv_heads, k_eq_v)
 
         rope = d.get("rope_parameters") or {}
         rope = {t: dict(rope.get(t) or _DEFAULT_ROPE[t]) for t in _DEFAULT_ROPE}
@@ -117,6 +123,7 @@ class TextConfig:
             use_bidirectional_attention=d.get("use_bidirectional_attention", "vision"),
             rope_parameters=rope,
             pad_token_id=int(d.get("pad_token_id", 0) or 0),
+            max_position_embeddings=int(d["max_position_embeddings"]) if d.get("max_position_embeddings") else None,
         )
 
 
