@@ -44,6 +44,7 @@ class Case:
     bits: int  # 16 = bfloat16, not quantized
     kinds: tuple[str, ...]
     impls: tuple[str, ...]  # "ours", "ours-bf16" (this project forced to bfloat16), "vlm", "lm"
+    prompt_words: int | None = None  # instead of --prompt-words (long-prompt memory cases)
 
 
 # Sized for a shared 2-core CPU (each 12B-size run loads ≥ 3 GB); a quieter or faster machine can add kinds.
@@ -54,6 +55,9 @@ CASES = (
     Case("12b-L2-4bit", "12b", 2, 4, ("text",), ("ours", "vlm")),
     Case("12b-L3-bf16", "12b", 3, 16, ("text",), ("ours", "vlm")),
     Case("12b-L3-4bit", "12b", 3, 4, ("text",), ("ours", "vlm")),
+    # Long prompts: peak memory of the prefill (run alone: --cases tiny-4k,tiny-16k --out …/long_prompt)
+    Case("tiny-4k", "tiny", None, 16, ("text",), ("ours", "vlm"), prompt_words=4000),
+    Case("tiny-16k", "tiny", None, 16, ("text",), ("ours", "vlm"), prompt_words=16000),
 )
 
 
@@ -135,7 +139,8 @@ def worker_cmd(impl: str, case: Case, paths: dict[str, Path], media: dict[str, P
     kinds = ("text",) if impl == "lm" else case.kinds
     cmd = [python, str(WORKER), "--impl", impl.removesuffix("-bf16"), "--model", str(model), "--kinds",
            ",".join(kinds), "--image", str(media["image"]), "--audio", str(media["audio"]),
-           "--prompt-words", str(args.prompt_words), "--gen-tokens", str(args.gen_tokens), "--trials", "1"]
+           "--prompt-words", str(case.prompt_words or args.prompt_words), "--gen-tokens", str(args.gen_tokens),
+           "--trials", "1"]
     return cmd + (["--dtype", "bfloat16"] if impl.endswith("-bf16") else [])
 
 
@@ -188,7 +193,7 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--vlm-python", default="/work/venv-vlm/bin/python")
     p.add_argument("--work", type=Path, default=Path("~/.cache/mlx-gemma4/compare").expanduser())
-    p.add_argument("--cases", default=",".join(c.name for c in CASES))
+    p.add_argument("--cases", default=",".join(c.name for c in CASES if c.prompt_words is None))
     p.add_argument("--rounds", type=int, default=2)
     p.add_argument("--prompt-words", type=int, default=16)
     p.add_argument("--gen-tokens", type=int, default=6)
