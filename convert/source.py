@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from mlx.utils import tree_flatten
-from mlx_gemma4.sampling import GenerationDefaults
+from mlx_gemma4.generation.sampling import GenerationDefaults
 
 from mlx_gemma4.config import ModelConfig
 from mlx_gemma4.errors import ConversionError, ConversionInputError, Gemma4Error

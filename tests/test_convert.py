@@ -72,14 +72,14 @@ def test_quantized_outputs_stay_within_measured_bounds(converted, float_logits, 
     scores = {}
     for run in ("8", "4", "4-mixed"):
         bits = int(run[0])
-        model = load(converted[run].out)[0]
+        model = load(converted[run].out, dtype=mx.bfloat16)[0]  # the checkpoint's own dtype (CPU default: f32)
         assert isinstance(model.language_model.embed_tokens, nn.QuantizedEmbedding)
         gate = model.language_model.layers[0].mlp.gate_proj
         assert isinstance(gate, nn.QuantizedLinear) and gate.bits == bits
         # norms, layer_scalar, the position table and the multimodal projections stay float
         assert isinstance(model.embed_vision.embedding_projection, nn.Linear)
         assert model.vision_embedder.pos_embedding.dtype == mx.bfloat16
-        # float32 activations: MLX's CPU quantized matmul is ~7x slower with bf16 scales (the bits are the same)
+        # float32 activations (the CPU default): MLX's CPU quantized matmul is ~7x slower with bf16 scales
         model = load(converted[run].out, dtype=mx.float32)[0]
         for name, prompt in prompts.items():
             kl, top1 = kl_top1(float_logits[name], np.array(model(**prompt.mlx_kwargs()).astype(mx.float32)))
