@@ -193,7 +193,7 @@ def test_row_splits_thought_and_answer(reference):
     assert message["reasoning_content"] == done.thinking and message["content"] == done.answer
 
 
-def _submit(engine, reference, messages, max_tokens, on_event=None, **settings):
+def _submit(engine, reference, messages, max_tokens, on_event=None, limits=None, **settings):
     from mlx_gemma4.server.parsing import Settings
 
     model, processor = reference
@@ -208,7 +208,7 @@ def _submit(engine, reference, messages, max_tokens, on_event=None, **settings):
             out["done"].set()
 
     engine.submit(make_job(model, engine.tokenizer, ids, arrays, Settings(max_tokens=max_tokens, **settings),
-                           Limits(), emit))
+                           limits or Limits(), emit))
     return out
 
 
@@ -254,3 +254,14 @@ def test_seeded_row_draws_the_same_in_a_batch(engine, reference):
     for r in [*others, together]:
         assert r["done"].wait(60)
     assert together["events"][-1].token_ids == alone["events"][-1].token_ids
+
+
+def test_request_timeout_ends_the_row_with_504(engine, reference):
+    run = _submit(engine, reference, [{"role": "user", "content": "go on"}], 500, limits=Limits(timeout_s=1e-6),
+                  temperature=0)
+    assert run["done"].wait(60)
+    failed = run["events"][-1]
+    assert isinstance(failed, Failed) and failed.error.status == 504
+    ok = _submit(engine, reference, [{"role": "user", "content": "hi"}], 3, temperature=0)
+    assert ok["done"].wait(60) and isinstance(ok["events"][-1], Done)  # the slot was freed
+    assert engine.pending == 0
