@@ -20,6 +20,7 @@ from collections.abc import Callable
 import mlx.core as mx
 import numpy as np
 
+from ..generation.device import generation_stream, wired_limit
 from ..generation.prefill import prefill
 from ..generation.request import DEFAULT_CHUNK
 from ..model.cache import make_cache
@@ -97,7 +98,8 @@ class Engine:
             self.ready.set()
             return
         self.ready.set()
-        self._loop()
+        with wired_limit(self.model):  # Apple silicon: keep the weights resident while serving
+            self._loop()
 
     def _finished(self, _job) -> None:
         with self._lock:
@@ -158,7 +160,8 @@ class Engine:
     def _release(self, row: Row, batch: BatchCache | None, index: int) -> None:
         row.released = True
         self._finished(row)
-        if row.finish_reason in ("stop", "length") and batch is not None and not row.thought and row.fed:
+        keep = self.prompt_cache.max_bytes > 0 and not row.thought and row.fed
+        if keep and row.finish_reason in ("stop", "length") and batch is not None:
             kv, length = batch.row(index)
             self.prompt_cache.store(row.prompt_ids + row.fed, row.media, [(k + 0, v + 0) for k, v in kv])
 
@@ -185,7 +188,7 @@ class Engine:
         ids = job.input_ids.astype(np.int32)
         flat = ids[0].tolist()
         digest = lambda n: media_digest(ids, job.arrays, n, cfg.boi_token_id, cfg.boa_token_id)  # noqa: E731
-        cacheable = "pixel_values_videos" not in job.arrays
+        cacheable = self.prompt_cache.max_bytes > 0 and "pixel_values_videos" not in job.arrays
         snap = self.prompt_cache.lookup(flat, digest) if cacheable else None
         start = len(snap.tokens) if snap else 0
         cache = restore(make_cache(model), snap.kv, start) if snap else make_cache(model)
@@ -207,8 +210,9 @@ class Engine:
     def _step(self, rows: list[Row], batch: BatchCache) -> None:
         """One decode step for every row."""
         last = mx.array([[r.last] for r in rows], dtype=mx.int32)
-        logits = self.model(last, cache=batch.layers, logits_to_keep=1, left_padding=batch.padding_array())[:, -1]
-        picked = mx.concatenate([r.sample(logits[i : i + 1]) for i, r in enumerate(rows)])
+        with mx.stream(generation_stream()):
+            logits = self.model(last, cache=batch.layers, logits_to_keep=1, left_padding=batch.padding_array())
+            picked = mx.concatenate([r.sample(logits[i : i + 1, -1]) for i, r in enumerate(rows)])
         for r, tok in zip(rows, picked.tolist(), strict=True):
             r.fed.append(r.last)
             r.accept(tok)

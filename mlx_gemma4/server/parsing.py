@@ -111,7 +111,7 @@ def _thinking(body: dict) -> bool:
 
 def parse_settings(body: dict, chat: bool) -> Settings:
     """The sampling/limit fields shared by both endpoints."""
-    if body.get("n", 1) != 1:
+    if body.get("n") not in (None, 1):
         raise bad_request("only n=1 is supported", "n")
     for key in ("frequency_penalty", "presence_penalty"):
         if body.get(key) not in (None, 0, 0.0):
