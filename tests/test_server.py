@@ -18,6 +18,7 @@ import pytest
 
 from mlx_gemma4 import generate, load
 from tests.server_helpers import ServerProcess, small_vocab_checkpoint
+from tests.video_clips import write_clip
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 KEY = "test-key-123"
@@ -31,7 +32,7 @@ def ckpt(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def server(ckpt, tmp_path_factory):
-    srv = ServerProcess(ckpt, "--allow-local-files", str(EXAMPLES), "--context-length", "1024",
+    srv = ServerProcess(ckpt, "--allow-local-files", str(EXAMPLES), "--context-length", "4096",
                         "--max-body-mb", "1", "--max-concurrency", "8", "--default-max-tokens", "16", api_key=KEY,
                         log=tmp_path_factory.mktemp("serve-log") / "server.log")
     try:
@@ -95,6 +96,17 @@ def test_audio_input_audio(client, reference):
                                                       {"type": "text", "text": "hello"}]}],
                  max_tokens=8, temperature=0)
     assert _ids(resp) == expected.token_ids and resp.choices[0].message.content == expected.text
+
+
+def test_video_url(client, reference, tmp_path):
+    clip = write_clip(tmp_path / "clip.mp4", frames=20, fps=10)
+    ours = [{"role": "user", "content": [{"type": "video"}, {"type": "text", "text": "what happens ?"}]}]
+    expected = generate(*reference, ours, videos=[str(clip)], temperature=0, max_tokens=6)
+    video = {"type": "video_url", "video_url": {"url": _data_url(clip, "video/mp4")}}
+    resp = _chat(client, [{"role": "user", "content": [video, {"type": "text", "text": "what happens ?"}]}],
+                 max_tokens=6, temperature=0)
+    assert _ids(resp) == expected.token_ids and resp.choices[0].message.content == expected.text
+    assert resp.usage.prompt_tokens == expected.stats.prompt_tokens
 
 
 def test_streaming_with_usage_matches_whole(client):
@@ -218,7 +230,7 @@ BAD = [
     ("reasoning_effort", {"reasoning_effort": "extreme", "messages": [{"role": "user", "content": "hi"}]}, 400),
     ("role", {"messages": [{"role": "tool", "content": "hi"}]}, 400),
     ("no messages", {"messages": []}, 400),
-    ("prompt longer than the context", {"messages": [{"role": "user", "content": "world " * 1100}]}, 400),
+    ("prompt longer than the context", {"messages": [{"role": "user", "content": "world " * 4500}]}, 400),
     ("unknown model", {"model": "gpt-9", "messages": [{"role": "user", "content": "hi"}]}, 404),
 ]
 
