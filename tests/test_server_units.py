@@ -180,7 +180,7 @@ def test_row_splits_thought_and_answer(reference):
 
     job = make_job(model, tok, encode_chat(model, processor, [{"role": "user", "content": "hi"}], True)[0], {},
                    Settings(max_tokens=50, temperature=0, thinking=True), Limits(), events.append)
-    row = Row(job, tok, prompt_ids=[2, 3], cached=0, media="")
+    row = Row(job, tok, prompt_ids=[2, 3], cached=0)
     words = lambda text: processor.tokenizer.encode(text, add_special_tokens=False)  # noqa: E731
     for t in [vocab["<|channel>"], *words("thought\nkato tami"), vocab["<channel|>"], *words("the answer"),
               vocab["<turn|>"]]:

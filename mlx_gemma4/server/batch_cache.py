@@ -98,16 +98,6 @@ class BatchCache:
                 _set(c, k, v, offset)
             self.left_padding = [p - drop for p in self.left_padding]
 
-    def row(self, r: int) -> tuple[list[tuple[mx.array, mx.array]], int]:
-        """Row ``r`` alone without its padding: per-layer temporal (keys, values) and its length."""
-        length = self.offset - self.left_padding[r]
-        out = []
-        for c in self.layers:
-            k, v = temporal_kv(c)
-            n = min(k.shape[2], length)
-            out.append((k[r : r + 1, :, k.shape[2] - n :, :], v[r : r + 1, :, v.shape[2] - n :, :]))
-        return out, length
-
 
 def _rebuilt(c, offset: int) -> tuple[mx.array, mx.array]:
     """A layer's temporal keys/values refitted to a time axis ending at column ``offset``."""

@@ -149,7 +149,7 @@ class Engine:
         keep = [i for i, r in enumerate(rows) if not r.done]
         for r in rows:
             if r.done and not r.released:
-                self._release(r, batch, rows.index(r))
+                self._release(r)
         if len(keep) == len(rows):
             return rows, batch
         if not keep:
@@ -157,13 +157,12 @@ class Engine:
         batch.keep(keep)
         return [rows[i] for i in keep], batch
 
-    def _release(self, row: Row, batch: BatchCache | None, index: int) -> None:
+    def _release(self, row: Row) -> None:
+        # No snapshot after an answer: Gemma 4's template renders a model turn differently from what the
+        # model saw while generating it (the empty thought block of the generation prompt), so a
+        # follow-up prompt never extends it; the snapshot before the generation prompt is what it reuses.
         row.released = True
         self._finished(row)
-        keep = self.prompt_cache.max_bytes > 0 and not row.thought and row.fed
-        if keep and row.finish_reason in ("stop", "length") and batch is not None:
-            kv, length = batch.row(index)
-            self.prompt_cache.store(row.prompt_ids + row.fed, row.media, [(k + 0, v + 0) for k, v in kv])
 
     def _admit(self, job: Job):
         """Prefill a job and sample its first token → (row, its one-row BatchCache), or None if it ended."""
@@ -192,7 +191,7 @@ class Engine:
         snap = self.prompt_cache.lookup(flat, digest) if cacheable else None
         start = len(snap.tokens) if snap else 0
         cache = restore(make_cache(model), snap.kv, start) if snap else make_cache(model)
-        row = Row(job, self.tokenizer, prompt_ids=flat, cached=start, media=digest(len(flat)))
+        row = Row(job, self.tokenizer, prompt_ids=flat, cached=start)
         embeds = model.embed_inputs(ids, **job.arrays)
         # Snapshots where the last two turns start: the shared history (system prompt, earlier turns) and
         # the conversation before the generation prompt (which a follow-up turn starts with).
@@ -214,7 +213,6 @@ class Engine:
             logits = self.model(last, cache=batch.layers, logits_to_keep=1, left_padding=batch.padding_array())
             picked = mx.concatenate([r.sample(logits[i : i + 1, -1]) for i, r in enumerate(rows)])
         for r, tok in zip(rows, picked.tolist(), strict=True):
-            r.fed.append(r.last)
             r.accept(tok)
 
 

@@ -61,11 +61,10 @@ class CachedVocab:
 class Row:
     """Sampling and bookkeeping of one job; ``accept`` takes each sampled token and emits events."""
 
-    def __init__(self, job, tokenizer, *, prompt_ids: list[int], cached: int, media: str):
+    def __init__(self, job, tokenizer, *, prompt_ids: list[int], cached: int):
         self.job = job
         self.prompt_ids = prompt_ids
         self.cached = cached
-        self.media = media
         self.timer = Timer()
         stats = GenerationStats(prompt_tokens=len(prompt_ids) - cached)
         self.decoder = RowDecoder(tokenizer, job.stop_ids, job.stop_strings, job.request.thinking, job.limit,
@@ -73,7 +72,6 @@ class Row:
         self.procs = None  # built on the first logits (needs the vocabulary size)
         seed = job.request.seed
         self.key = mx.random.key(seed) if seed is not None else None
-        self.fed: list[int] = []  # sampled tokens already run through the model (all but the newest)
         self.done = False
         self.released = False
         self.finish_reason: str | None = None
@@ -82,11 +80,6 @@ class Row:
     def last(self) -> int:
         """The newest sampled token (the next one to feed)."""
         return self.decoder.tokens[-1]
-
-    @property
-    def thought(self) -> bool:
-        """Whether the model wrote a thought block (the chat template drops those from history)."""
-        return bool(self.decoder.text.thinking)
 
     def sample(self, logits: mx.array) -> mx.array:
         """One row of logits (1, V) → its token (1,), with this row's settings and random key."""
