@@ -49,8 +49,8 @@ def install_switches(model) -> dict:
 
     model.attention_context = context
     bounds = prefill_mod.chunk_bounds
-    prefill_mod.chunk_bounds = lambda ids, vision, size, split_last=False: bounds(
-        ids, vision, size, split_last=split_last and switches["split"])
+    prefill_mod.chunk_bounds = lambda ids, vision, size, split_last=False, **kw: bounds(
+        ids, vision, size, split_last=split_last and switches["split"], **kw)
     return switches
 
 
