@@ -7,10 +7,10 @@ from pathlib import Path
 from typing import Any
 
 from mlx.utils import tree_flatten
-from mlx_gemma4.sampling import GenerationDefaults
 
 from mlx_gemma4.config import ModelConfig
 from mlx_gemma4.errors import ConversionError, ConversionInputError, Gemma4Error
+from mlx_gemma4.generation.sampling import GenerationDefaults
 from mlx_gemma4.jsonfile import read_json_object
 from mlx_gemma4.loader import _TOKENIZER_FILES, check_shapes, infer_layer_geometry, resolve_path, weight_files
 from mlx_gemma4.weights import assistant_to_mlx_name, to_mlx_name

@@ -342,8 +342,7 @@ def test_broken_safetensors_header_is_refused_up_front(src, tmp_path):
 
 
 def test_loading_names_the_broken_json_file(src, tmp_path):
-    from mlx_gemma4.sampling import GenerationDefaults
-
+    from mlx_gemma4.generation.sampling import GenerationDefaults
     from mlx_gemma4.loader import load, read_config
 
     out = tmp_path / "out"
