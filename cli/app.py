@@ -76,8 +76,9 @@ class _Gemma4Group(TyperGroup):
                 print_error(f"{command}: {message} (see {command} --help)")
             code = e.exit_code
         except (typer.Abort, KeyboardInterrupt, EOFError):
-            err_console.print("[bold red]interrupted[/bold red]")
             code = EXIT_INTERRUPTED
+        if code == EXIT_INTERRUPTED:  # typer turns Ctrl-C inside a command into this exit code
+            err_console.print("[bold red]interrupted[/bold red]")
         sys.exit(code if isinstance(code, int) else 0)
 
 

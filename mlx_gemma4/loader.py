@@ -5,7 +5,6 @@ The only module besides the converter that reads checkpoint files; the model its
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -18,6 +17,7 @@ from .config import ModelConfig
 from .errors import InputError, ModelLoadError
 from .generation.sampling import GenerationDefaults
 from .hub import download, looks_like_hub_id
+from .jsonfile import read_json_object
 from .model.drafter import Drafter, check_compatible, drafter_config
 from .model.gemma4 import Gemma4Model
 from .quant import quantize_for_loading
@@ -45,13 +45,7 @@ def read_config(folder: Path) -> dict[str, Any]:
     path = folder / "config.json"
     if not path.is_file():
         raise ModelLoadError(f"{folder}: no config.json (not a checkpoint folder)")
-    try:
-        data = json.loads(path.read_text())
-    except json.JSONDecodeError as e:
-        raise ModelLoadError(f"{path}: not valid JSON ({e})") from e
-    if not isinstance(data, dict):
-        raise ModelLoadError(f"{path}: expected a JSON object, found {type(data).__name__}")
-    return data
+    return read_json_object(path, ModelLoadError)
 
 
 def weight_files(folder: Path, error: type[Exception] = ModelLoadError) -> list[Path]:
@@ -60,10 +54,13 @@ def weight_files(folder: Path, error: type[Exception] = ModelLoadError) -> list[
     Problems raise ``error`` (the converter reports them as conversion errors)."""
     index = folder / "model.safetensors.index.json"
     if index.is_file():
-        try:
-            names = sorted(set(json.loads(index.read_text())["weight_map"].values()))
-        except (json.JSONDecodeError, KeyError, AttributeError) as e:
-            raise error(f"{index}: not a valid safetensors index ({e})") from e
+        weight_map = read_json_object(index, error).get("weight_map")
+        if not isinstance(weight_map, dict) or not all(isinstance(v, str) for v in weight_map.values()):
+            raise error(f"{index}: not a valid safetensors index (no 'weight_map' of tensor name → file name)")
+        names = sorted(set(weight_map.values()))
+        bad = [n for n in names if Path(n).name != n]
+        if bad:
+            raise error(f"{index}: shard name {bad[0]!r} is not a file name in the folder")
         missing = [n for n in names if not (folder / n).is_file()]
         if missing:
             raise error(f"{folder}: shard {missing[0]} named by the index is missing")
