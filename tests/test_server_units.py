@@ -265,3 +265,23 @@ def test_request_timeout_ends_the_row_with_504(engine, reference):
     ok = _submit(engine, reference, [{"role": "user", "content": "hi"}], 3, temperature=0)
     assert ok["done"].wait(60) and isinstance(ok["events"][-1], Done)  # the slot was freed
     assert engine.pending == 0
+
+
+def test_queue_full_is_503_with_retry_after(ckpt):
+    engine = Engine(lambda: load(ckpt), max_concurrency=1, max_queue=0).start()
+    try:
+        engine.ready.wait(120)
+        app = create_app(engine, ServerConfig("m"))
+        body = {"messages": [{"role": "user", "content": "go on"}], "max_tokens": 400, "temperature": 0}
+        with TestClient(app) as c:
+            with c.stream("POST", "/v1/chat/completions", json={**body, "stream": True}) as r:
+                assert next(r.iter_lines()).startswith("data: ")  # the first request holds the only slot
+                busy = c.post("/v1/chat/completions", json={**body, "max_tokens": 2})
+                assert busy.status_code == 503 and busy.headers["retry-after"] == "1"
+                assert busy.json()["error"]["code"] == "queue_full"
+            deadline = time.monotonic() + 30
+            while engine.pending and time.monotonic() < deadline:  # the stream was closed: its slot frees
+                time.sleep(0.05)
+            assert c.post("/v1/chat/completions", json={**body, "max_tokens": 2}).status_code == 200
+    finally:
+        engine.stop()
