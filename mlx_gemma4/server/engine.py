@@ -20,6 +20,7 @@ from collections.abc import Callable
 import mlx.core as mx
 import numpy as np
 
+from ..errors import ModelLoadError
 from ..generation.device import generation_stream, wired_limit
 from ..generation.prefill import prefill
 from ..generation.request import DEFAULT_CHUNK
@@ -92,6 +93,8 @@ class Engine:
     def _run(self) -> None:
         try:
             self.model, self.processor = self._load_fn()
+            if self.processor is None:
+                raise ModelLoadError("the server needs a checkpoint with its tokenizer files (tokenizer.json, …)")
             self.tokenizer = CachedVocab(self.processor.tokenizer)
         except BaseException as e:  # reported through load_error; the server shows it and exits
             self.load_error = e
@@ -101,7 +104,7 @@ class Engine:
         with wired_limit(self.model):  # Apple silicon: keep the weights resident while serving
             self._loop()
 
-    def _finished(self, _job) -> None:
+    def _finished(self) -> None:
         with self._lock:
             self._pending -= 1
 
@@ -162,23 +165,23 @@ class Engine:
         # model saw while generating it (the empty thought block of the generation prompt), so a
         # follow-up prompt never extends it; the snapshot before the generation prompt is what it reuses.
         row.released = True
-        self._finished(row)
+        self._finished()
 
     def _admit(self, job: Job):
         """Prefill a job and sample its first token → (row, its one-row BatchCache), or None if it ended."""
         if job.cancelled.is_set():
-            self._finished(job)
+            self._finished()
             return None
         try:
             row, cache = self._prefill(job)
         except Exception as e:
             log.info("request failed before decoding: %s", e)
             job.emit(Failed(e))
-            self._finished(job)
+            self._finished()
             return None
         if row.done:
             row.released = True
-            self._finished(job)
+            self._finished()
             return None
         return row, BatchCache(cache, [0])
 
