@@ -285,3 +285,10 @@ def test_queue_full_is_503_with_retry_after(ckpt):
             assert c.post("/v1/chat/completions", json={**body, "max_tokens": 2}).status_code == 200
     finally:
         engine.stop()
+
+
+def test_only_loopback_binds_quietly():
+    from mlx_gemma4.server.run import exposed_warning
+
+    assert exposed_warning("127.0.0.1") is None and exposed_warning("localhost") is None
+    assert "--api-key" in exposed_warning("0.0.0.0")
