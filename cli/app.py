@@ -18,7 +18,7 @@ from typer.core import TyperGroup
 from mlx_gemma4.errors import Gemma4Error
 
 # Modules of cli/ that add commands; other engineers append theirs (generate, chat, caption, bench…).
-COMMAND_GROUPS = ("convert", "generate")
+COMMAND_GROUPS = ("convert", "generate", "caption")
 
 err_console = Console(stderr=True)
 
