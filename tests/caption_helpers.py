@@ -28,7 +28,8 @@ def media_folder(root: Path, copies: int = 0) -> Path:
     (root / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 not really a jpeg")
     (root / "notes.txt").write_text("not media: ignored by the walk")
     for i in range(copies):
-        shutil.copy(EXAMPLES / ("chart.png" if i % 2 else "scene.jpg"), root / f"copy{i:02d}{'.png' if i % 2 else '.jpg'}")
+        src = EXAMPLES / ("chart.png" if i % 2 else "scene.jpg")
+        shutil.copy(src, root / f"copy{i:02d}{src.suffix}")
     return root
 
 

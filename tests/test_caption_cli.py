@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import csv
-import signal
 
 import pytest
 
-from tests.caption_helpers import FAST, comparable, jsonl_rows, media_folder, run_cli, start_cli, wait_for_lines
+from tests.caption_helpers import FAST, comparable, jsonl_rows, media_folder, run_cli
 
 NAMES = ["broken.jpg", "chart.png", "speech.ogg", "sub dir/note 1.jpg", "sub dir/scène été.jpg"]
 
