@@ -17,29 +17,23 @@ import mlx.nn as nn
 import numpy as np
 from mlx.utils import tree_flatten
 
-from mlx_gemma4.batch import batch_generate
 from mlx_gemma4.config import ModelConfig
-from mlx_gemma4.generation import generate, stream_generate
+from mlx_gemma4.generation import batch_generate, generate, stream_generate
+from mlx_gemma4.generation.prefill import prefill
+from mlx_gemma4.model.cache import kv_nbytes, make_cache
 from mlx_gemma4.model.gemma4 import Gemma4Model
-from mlx_gemma4.prefill import kv_nbytes, make_cache, prefill
-from mlx_gemma4.speculative import ForcedDrafter
+from mlx_gemma4.presets import SMALL_VOCAB, SMALL_VOCAB_MEDIA_IDS, VISION_WIDTH, text_preset
+from tests.forced_drafter import ForcedDrafter
 
-TINY = dict(vocab_size=262144, hidden_size=64, intermediate_size=128, num_hidden_layers=6, num_attention_heads=4,
-            num_key_value_heads=2, head_dim=16, global_head_dim=32, num_global_key_value_heads=1,
-            attention_k_eq_v=True, sliding_window=16, final_logit_softcapping=30.0,
-            layer_types=["sliding_attention", "sliding_attention", "full_attention"] * 2)
-REAL2 = dict(vocab_size=1024, hidden_size=3840, intermediate_size=15360, num_hidden_layers=2, num_attention_heads=16,
-             num_key_value_heads=8, head_dim=256, global_head_dim=512, num_global_key_value_heads=1,
-             attention_k_eq_v=True, sliding_window=1024, final_logit_softcapping=30.0,
-             layer_types=["sliding_attention", "full_attention"])
-SMALL_IDS = dict(boi_token_id=1000, eoi_token_id=1001, image_token_id=1002, video_token_id=1003,
-                 boa_token_id=1004, eoa_token_index=1005, audio_token_id=1006)
-
+TINY = text_preset("tiny")
+REAL2 = text_preset("12b", layers=2, vocab_size=SMALL_VOCAB)
+SMALL_IDS = SMALL_VOCAB_MEDIA_IDS
+TINY_VISION = {"mm_embed_dim": VISION_WIDTH["tiny"], "output_proj_dims": VISION_WIDTH["tiny"]}
 
 def build(text: dict, dtype=mx.float32, top: dict | None = None, vision: dict | None = None) -> Gemma4Model:
     """A random model of the given geometry (q/k norms tempered as in the reference fixtures)."""
     cfg = ModelConfig.from_dict({"model_type": "gemma4_unified", "text_config": text,
-                                 "vision_config": vision or {"mm_embed_dim": 48, "output_proj_dims": 48},
+                                 "vision_config": vision or TINY_VISION,
                                  "audio_config": {}, **(top or {})})
     model = Gemma4Model(cfg)
     params = [(k, v * 0.02 if v.ndim > 1 else v) for k, v in tree_flatten(model.parameters())]

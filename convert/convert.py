@@ -9,6 +9,7 @@ so an interrupted run never leaves a half-written OUT.
 from __future__ import annotations
 
 import json
+import math
 import os
 import shutil
 from collections.abc import Callable, Iterator
@@ -235,7 +236,7 @@ def summarize(
     components: dict[str, ComponentStats] = {}
     for item in items:
         c = components.setdefault(component_of(item.name), ComponentStats())
-        c.params += int(_numel(item.source.shape))
+        c.params += math.prod(item.source.shape)
         c.nbytes += item.nbytes
         s = item.spec
         c.precisions.add(f"{s.bits}-bit g{s.group_size}" if s else str(item.outputs[0].dtype).split(".")[-1])
@@ -266,13 +267,6 @@ def summarize(
             f"group size {opts.group_size} (e.g. {unquantized[0]})"
         )
     return result
-
-
-def _numel(shape: tuple[int, ...]) -> int:
-    n = 1
-    for s in shape:
-        n *= s
-    return n
 
 
 def write_metadata(

@@ -12,6 +12,7 @@ calls in bounded chunks. Files written here are read back with ``safetensors.saf
 from __future__ import annotations
 
 import json
+import math
 import struct
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -92,7 +93,7 @@ def read_rows(info: TensorInfo, row_start: int, row_stop: int) -> mx.array:
 def row_chunks(shape: tuple[int, ...], itemsize: int, chunk_bytes: int = CHUNK_BYTES) -> Iterator[tuple[int, int]]:
     """Row ranges covering the first axis, each at most ``chunk_bytes`` of data (at least one row)."""
     rows = shape[0] if shape else 1
-    per_row = max(1, int(np.prod(shape[1:], dtype=np.int64)) * itemsize) if shape else itemsize
+    per_row = max(1, math.prod(shape[1:]) * itemsize) if shape else itemsize
     step = max(1, chunk_bytes // per_row)
     for a in range(0, rows, step):
         yield a, min(rows, a + step)
@@ -117,7 +118,7 @@ class PlannedTensor:
     @property
     def nbytes(self) -> int:
         """Bytes of data."""
-        return int(np.prod(self.shape, dtype=np.int64)) * self.dtype.size
+        return math.prod(self.shape) * self.dtype.size
 
 
 class ShardLayout:

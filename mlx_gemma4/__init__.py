@@ -15,13 +15,15 @@ _LAZY = {
     "InputError": "mlx_gemma4.errors",
     "ModelLoadError": "mlx_gemma4.errors",
     "ConversionError": "mlx_gemma4.errors",
+    "GenerationRequest": "mlx_gemma4.generation",
     "stream_generate": "mlx_gemma4.generation",
     "generate": "mlx_gemma4.generation",
+    "stream_batch": "mlx_gemma4.generation",
+    "batch_generate": "mlx_gemma4.generation",
+    "ChatSession": "mlx_gemma4.generation",
     "GenerationChunk": "mlx_gemma4.generation",
     "GenerationResult": "mlx_gemma4.generation",
-    "GenerationStats": "mlx_gemma4.stats",
-    "ChatSession": "mlx_gemma4.session",
-    "batch_generate": "mlx_gemma4.batch",
+    "GenerationStats": "mlx_gemma4.generation",
     "load_drafter": "mlx_gemma4.loader",
 }
 

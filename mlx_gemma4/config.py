@@ -52,6 +52,7 @@ class TextConfig:
     rope_parameters: dict[str, dict[str, Any]] = field(default_factory=lambda: dict(_DEFAULT_ROPE))
     pad_token_id: int = 0
     num_kv_shared_layers: int = 0
+    max_position_embeddings: int | None = None  # the context length (None: not stated, not enforced)
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> TextConfig:
@@ -117,6 +118,7 @@ class TextConfig:
             use_bidirectional_attention=d.get("use_bidirectional_attention", "vision"),
             rope_parameters=rope,
             pad_token_id=int(d.get("pad_token_id", 0) or 0),
+            max_position_embeddings=int(d["max_position_embeddings"]) if d.get("max_position_embeddings") else None,
         )
 
 

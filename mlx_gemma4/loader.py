@@ -16,14 +16,13 @@ from mlx.utils import tree_flatten, tree_unflatten
 
 from .config import ModelConfig
 from .errors import ModelLoadError
+from .generation.sampling import GenerationDefaults
+from .hub import download, looks_like_hub_id
 from .model.drafter import Drafter, check_compatible, drafter_config
 from .model.gemma4 import Gemma4Model
 from .quant import quantize_for_loading
-from .sampling import GenerationDefaults
 from .weights import sanitize, sanitize_assistant
 
-# What a runtime needs from a hub repository (no optimizer states, no original Orbax files).
-HUB_PATTERNS = ["*.json", "*.safetensors", "*.jinja", "tokenizer.model", "*.txt"]
 _TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json")
 
 
@@ -35,17 +34,9 @@ def resolve_path(path_or_repo: str | Path) -> Path:
     if p.exists():
         raise ModelLoadError(f"{p} is a file, not a checkpoint folder")
     text = str(path_or_repo)
-    if text.startswith((".", "/", "~")) or text.count("/") != 1:
+    if not looks_like_hub_id(text):
         raise ModelLoadError(f"{text}: no such checkpoint folder")
-    from huggingface_hub import snapshot_download
-    from huggingface_hub.errors import HFValidationError, LocalEntryNotFoundError, RepositoryNotFoundError
-
-    try:
-        return Path(snapshot_download(text, allow_patterns=HUB_PATTERNS))
-    except LocalEntryNotFoundError as e:
-        raise ModelLoadError(f"{text}: not in the local hub cache and the hub cannot be reached ({e})") from e
-    except (RepositoryNotFoundError, HFValidationError) as e:
-        raise ModelLoadError(f"{text}: no such hub repository ({e})") from e
+    return download(text)
 
 
 def read_config(folder: Path) -> dict[str, Any]:
@@ -54,9 +45,12 @@ def read_config(folder: Path) -> dict[str, Any]:
     if not path.is_file():
         raise ModelLoadError(f"{folder}: no config.json (not a checkpoint folder)")
     try:
-        return json.loads(path.read_text())
+        data = json.loads(path.read_text())
     except json.JSONDecodeError as e:
         raise ModelLoadError(f"{path}: not valid JSON ({e})") from e
+    if not isinstance(data, dict):
+        raise ModelLoadError(f"{path}: expected a JSON object, found {type(data).__name__}")
+    return data
 
 
 def weight_files(folder: Path, error: type[Exception] = ModelLoadError) -> list[Path]:
@@ -155,7 +149,10 @@ def load_model(folder: Path, dtype: mx.Dtype | None = None) -> Gemma4Model:
     """Build the model described by ``folder/config.json`` and load its weights (checked)."""
     raw = read_config(folder)
     weights = read_weights(folder)
-    config = ModelConfig.from_dict(infer_layer_geometry(raw, weights))
+    try:
+        config = ModelConfig.from_dict(infer_layer_geometry(raw, weights))
+    except ModelLoadError as e:  # the config's own messages do not know which folder they are about
+        raise ModelLoadError(f"{folder / 'config.json'}: {str(e).removeprefix('config.json: ')}") from e
     model = Gemma4Model(config)
     fill_weights(model, weights, config.quantization, dtype, "checkpoint")
     model.eval()

@@ -27,6 +27,21 @@ import numpy as np
 from safetensors.numpy import save_file
 
 from mlx_gemma4.loader import weight_files
+from mlx_gemma4.presets import BACKBONE_WIDTH, text_preset
+
+
+def hub_cache(tmp_path: Path, src: Path, repo: str) -> Path:
+    """An HF hub cache holding ``src`` as the snapshot of ``repo`` (the layout huggingface-hub reads offline)."""
+    cache = tmp_path / "hub"
+    commit = "0123456789abcdef0123456789abcdef01234567"
+    repo_dir = cache / f"models--{repo.replace('/', '--')}"
+    snap = repo_dir / "snapshots" / commit
+    snap.mkdir(parents=True)
+    for f in src.iterdir():
+        (snap / f.name).symlink_to(f)
+    (repo_dir / "refs").mkdir()
+    (repo_dir / "refs" / "main").write_text(commit)
+    return cache
 
 
 def kl_top1(reference: np.ndarray, test: np.ndarray) -> tuple[float, float]:
@@ -44,7 +59,10 @@ def kl_top1(reference: np.ndarray, test: np.ndarray) -> tuple[float, float]:
 
 # -- an MTP drafter checkpoint written by hand from spec §8.1 (transformers 5.23 cannot build one) ----------
 
-TINY_ASSISTANT = dict(hidden=32, intermediate=64, heads=4, head_dim=16, global_head_dim=32, backbone=64, vocab=262144)
+_A = text_preset("tiny-assistant")
+TINY_ASSISTANT = dict(hidden=_A["hidden_size"], intermediate=_A["intermediate_size"], heads=_A["num_attention_heads"],
+                      head_dim=_A["head_dim"], global_head_dim=_A["global_head_dim"],
+                      backbone=BACKBONE_WIDTH["tiny-assistant"], vocab=_A["vocab_size"])
 
 
 def write_assistant_checkpoint(folder: Path, seed: int = 0) -> dict[str, np.ndarray]:
@@ -77,10 +95,10 @@ def write_assistant_checkpoint(folder: Path, seed: int = 0) -> dict[str, np.ndar
     save_file(t, str(folder / "model.safetensors"))
     text = {"model_type": "gemma4_unified_text", "vocab_size": a["vocab"], "hidden_size": h,
             "intermediate_size": inter, "num_hidden_layers": 4, "num_attention_heads": a["heads"],
-            "num_key_value_heads": 2, "head_dim": a["head_dim"],
+            "num_key_value_heads": _A["num_key_value_heads"], "head_dim": a["head_dim"],
             "layer_types": ["sliding_attention"] * 3 + ["full_attention"],
             "per_layer_config": {"3": {"head_dim": a["global_head_dim"], "num_key_value_heads": 1}},
-            "attention_k_eq_v": True, "num_kv_shared_layers": 4, "sliding_window": 16}
+            "attention_k_eq_v": True, "num_kv_shared_layers": 4, "sliding_window": _A["sliding_window"]}
     config = {"model_type": "gemma4_unified_assistant", "text_config": text, "backbone_hidden_size": a["backbone"],
               "use_ordered_embeddings": False, "num_centroids": 2048, "centroid_intermediate_top_k": 32,
               "tie_word_embeddings": True}

@@ -15,50 +15,21 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from mlx_gemma4.convert.standin_tokenizer import write_standin_processor
 from transformers import Gemma4UnifiedConfig, Gemma4UnifiedForConditionalGeneration
+
+from mlx_gemma4.presets import SMALL_VOCAB, SMALL_VOCAB_MEDIA_IDS, VISION_WIDTH, text_preset
 
 IMAGE, AUDIO, VIDEO = 258880, 258881, 258884
 BOI, EOI, BOA, EOA = 255999, 258882, 256000, 258883
 BOS, SOT, EOT = 2, 105, 106
 
 # Tiny: sliding window smaller than an image block, two full layers with their own head_dim and 1 KV head.
-TINY_TEXT = dict(
-    vocab_size=262144,
-    hidden_size=64,
-    intermediate_size=128,
-    num_hidden_layers=6,
-    num_attention_heads=4,
-    num_key_value_heads=2,
-    head_dim=16,
-    global_head_dim=32,
-    num_global_key_value_heads=1,
-    attention_k_eq_v=True,
-    sliding_window=16,
-    final_logit_softcapping=30.0,
-    layer_types=["sliding_attention", "sliding_attention", "full_attention"] * 2,
-)
-TINY_VISION = dict(mm_embed_dim=48, output_proj_dims=48)
-
-# The real 12B layer sizes with two layers and a small vocabulary (multimodal ids moved into it).
-REAL_12B_TEXT = dict(
-    vocab_size=1024,
-    hidden_size=3840,
-    intermediate_size=15360,
-    num_hidden_layers=2,
-    num_attention_heads=16,
-    num_key_value_heads=8,
-    head_dim=256,
-    global_head_dim=512,
-    num_global_key_value_heads=1,
-    attention_k_eq_v=True,
-    sliding_window=1024,
-    final_logit_softcapping=30.0,
-    layer_types=["sliding_attention", "full_attention"],
-)
-SMALL_VOCAB_IDS = dict(
-    boi_token_id=1000, eoi_token_id=1001, image_token_id=1002, video_token_id=1003,
-    boa_token_id=1004, eoa_token_index=1005, audio_token_id=1006,
-)
+TINY_TEXT = text_preset("tiny")
+TINY_VISION = dict(mm_embed_dim=VISION_WIDTH["tiny"], output_proj_dims=VISION_WIDTH["tiny"])
+# The real 12B layer sizes with two layers (one sliding, one full) and a small vocabulary.
+REAL_12B_TEXT = text_preset("12b", layers=2, vocab_size=SMALL_VOCAB)
+SMALL_VOCAB_IDS = dict(SMALL_VOCAB_MEDIA_IDS)
 
 
 @dataclass
@@ -137,10 +108,15 @@ def build_checkpoint(
         )
     )
     if with_processor:
-        from tests.reference_tokenizer import write_standin_processor
-
-        write_standin_processor(folder)
+        write_standin_processor(folder, config.to_dict())
     return Checkpoint(folder, model, config)
+
+
+def reference_processor(folder: Path):
+    """The transformers reference processor loaded back from a folder (``AutoProcessor.from_pretrained``)."""
+    from transformers import AutoProcessor
+
+    return AutoProcessor.from_pretrained(str(folder))
 
 
 # -- inputs -----------------------------------------------------------------------------------------

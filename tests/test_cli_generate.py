@@ -31,7 +31,7 @@ def test_generate_bad_image_is_one_line_error(tiny_ckpt, tmp_path):
     bad = tmp_path / "not_an_image.jpg"
     bad.write_text("hello")
     result = runner.invoke(app, ["generate", "hi", "--model", str(tiny_ckpt.path), "--image", str(bad)])
-    assert result.exit_code == 1
+    assert result.exit_code == 2  # bad input
     assert "error:" in result.stderr and "not_an_image.jpg" in result.stderr
     assert "Traceback" not in result.output
 

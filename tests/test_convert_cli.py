@@ -17,6 +17,7 @@ from mlx_gemma4.cli.app import app
 from typer.testing import CliRunner
 
 from mlx_gemma4.loader import load
+from tests.convert_helpers import hub_cache
 
 runner = CliRunner()
 
@@ -118,20 +119,6 @@ def test_upload_offline_fails_clearly_and_keeps_the_folder(tiny_ckpt, tmp_path, 
     assert (tmp_path / "out" / "config.json").is_file()
 
 
-def _hub_cache(tmp_path: Path, src: Path, repo: str) -> Path:
-    """An HF hub cache holding ``src`` as the snapshot of ``repo`` (the layout huggingface-hub reads offline)."""
-    cache = tmp_path / "hub"
-    commit = "0123456789abcdef0123456789abcdef01234567"
-    repo_dir = cache / f"models--{repo.replace('/', '--')}"
-    snap = repo_dir / "snapshots" / commit
-    snap.mkdir(parents=True)
-    for f in src.iterdir():
-        (snap / f.name).symlink_to(f)
-    (repo_dir / "refs").mkdir()
-    (repo_dir / "refs" / "main").write_text(commit)
-    return cache
-
-
 def _cli(args: list[str], env: dict | None = None, **kw) -> subprocess.Popen:
     code = "from mlx_gemma4.cli.app import main; main()"
     return subprocess.Popen([sys.executable, "-c", code, *args], env={**os.environ, **(env or {})},
@@ -139,7 +126,7 @@ def _cli(args: list[str], env: dict | None = None, **kw) -> subprocess.Popen:
 
 
 def test_hub_id_from_the_offline_cache(tiny_ckpt, tmp_path):
-    cache = _hub_cache(tmp_path, tiny_ckpt.path, "test-org/tiny-gemma4")
+    cache = hub_cache(tmp_path, tiny_ckpt.path, "test-org/tiny-gemma4")
     env = {"HF_HUB_CACHE": str(cache), "HF_HUB_OFFLINE": "1"}
     ok = _cli(["convert", "test-org/tiny-gemma4", str(tmp_path / "q8"), "--bits", "8"], env)
     missing = _cli(["convert", "test-org/not-there", str(tmp_path / "x"), "--bits", "8"], env)

@@ -11,8 +11,7 @@ import torch
 from PIL import Image
 
 from mlx_gemma4.loader import load
-from tests.reference import mm_token_type_ids
-from tests.reference_tokenizer import reference_processor
+from tests.reference import mm_token_type_ids, reference_processor
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 BUDGET = 70

@@ -13,9 +13,10 @@ from transformers import PreTrainedTokenizerFast
 
 from mlx_gemma4 import batch_generate, generate, stream_generate
 from mlx_gemma4.errors import InputError
+from mlx_gemma4.generation.prefill import chunk_bounds, prefill
+from mlx_gemma4.generation.textstream import TextStream
 from mlx_gemma4.loader import load
-from mlx_gemma4.prefill import chunk_bounds, make_cache, prefill
-from mlx_gemma4.textstream import TextStream
+from mlx_gemma4.model.cache import make_cache
 from tests.reference import PromptBuilder, reference_greedy
 
 N = 16

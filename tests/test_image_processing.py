@@ -23,6 +23,7 @@ from PIL import Image, ImageOps
 from transformers import Gemma4UnifiedImageProcessor
 from transformers.models.gemma4_unified.image_processing_gemma4_unified import get_aspect_ratio_preserving_size
 
+from mlx_gemma4.errors import InputError
 from mlx_gemma4.processing import image as image_mod
 from mlx_gemma4.processing.image import load_image, process_image, target_size
 
@@ -150,12 +151,8 @@ def _mode_image(mode: str) -> Image.Image:
         return Image.fromarray(rng.integers(0, 256, (288, 480, 2), dtype=np.uint8), "LA")
     if mode == "L":
         return Image.fromarray(rgb[..., 0], "L")
-    if mode == "I;16":
-        image = Image.fromarray(rng.integers(0, 65536, (288, 480), dtype=np.uint16))
-        assert image.mode == "I;16"
-        return image
-    if mode == "I":
-        image = Image.fromarray(rng.integers(-300, 600, (288, 480), dtype=np.int32))
+    if mode == "I":  # 8-bit values stored as 32-bit integers convert exactly like Pillow does
+        image = Image.fromarray(rng.integers(0, 256, (288, 480), dtype=np.int32))
         assert image.mode == "I"
         return image
     if mode == "1":
@@ -177,7 +174,9 @@ def _mode_image(mode: str) -> Image.Image:
     raise AssertionError(mode)
 
 
-MODES = ["RGBA", "LA", "P", "P+transparency", "L", "I;16", "I", "1", "CMYK", "RGB+transparency", "RGBX"]
+# 16-bit and float modes are left out on purpose: Pillow (so the reference) clips them at 255, which
+# turns 16-bit scans white and [0, 1] float images black; test_high_bit_depth_* pin our scaling instead.
+MODES = ["RGBA", "LA", "P", "P+transparency", "L", "I", "1", "CMYK", "RGB+transparency", "RGBX"]
 
 
 @pytest.mark.parametrize("mode", MODES)
@@ -194,6 +193,48 @@ def test_mode_conversion_survives_png_round_trip(mode, tmp_path):
     with Image.open(path) as reopened:
         reopened.load()
         assert_matches(reopened, 70, source=path, exact=True)
+
+
+def _grey(image) -> np.ndarray:
+    return np.asarray(load_image(image))[..., 0]
+
+
+@pytest.mark.parametrize("dtype", ["<u2", ">u2"])
+def test_high_bit_depth_16bit_scaled_not_saturated(dtype):
+    values = np.array([[0, 257, 32896, 40000, 65535]], dtype=dtype)
+    image = Image.fromarray(values)
+    assert image.mode in ("I;16", "I;16B")
+    assert _grey(image).tolist() == [[0, 1, 128, 156, 255]]  # v / 257, rounded; Pillow alone gives 255s
+
+
+def test_high_bit_depth_16bit_png_file(tmp_path):
+    path = tmp_path / "scan16.png"
+    Image.fromarray(np.full((60, 90), 20000, np.uint16)).save(path)
+    with Image.open(path) as check:
+        assert check.mode == "I;16"
+    got = process_image(path, 70).pixel_values
+    assert np.allclose(got[0, :3], np.float32(78) * np.float32(1 / 255))  # 20000 / 257 = 77.8 → 78
+
+
+def test_high_bit_depth_int32_and_float_modes():
+    assert _grey(Image.fromarray(np.array([[0, 1000, 65535]], np.int32))).tolist() == [[0, 4, 255]]
+    assert _grey(Image.fromarray(np.array([[0.0, 0.5, 1.0]], np.float32))).tolist() == [[0, 128, 255]]
+    assert _grey(Image.fromarray(np.array([[0.0, 2.0, 255.0]], np.float32))).tolist() == [[0, 2, 255]]
+
+
+@pytest.mark.parametrize(
+    "values,match",
+    [
+        (np.array([[-5, 100]], np.int32), "outside 0..255"),
+        (np.array([[0, 70000]], np.int32), "outside 0..65535"),
+        (np.array([[-0.5, 0.5]], np.float32), "outside"),
+        (np.array([[0.0, 300.0]], np.float32), "outside 0..255"),
+        (np.array([[0.0, np.nan]], np.float32), "NaN"),
+    ],
+)
+def test_high_bit_depth_out_of_range_refused(values, match):
+    with pytest.raises(InputError, match=match):
+        load_image(Image.fromarray(values))
 
 
 def test_rgba_alpha_composited_on_white():

@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from mlx_gemma4.loader import load
+from mlx_gemma4.model.cache import make_cache
 from tests.reference import PromptBuilder
 
 
@@ -45,7 +46,7 @@ def test_chunked_prefill_equals_full_forward(model, prompt, tiny_ckpt):
     bounds = [0, 3, spans[0][1] + 2, spans[1][0] - 1, spans[1][1], len(ids) - 2, len(ids)]
     assert not any(s < a < e for a in bounds for s, e in spans)  # no boundary inside an image block
     emb = model.embed_inputs(**prompt.mlx_kwargs())
-    cache = model.make_cache()
+    cache = make_cache(model)
     chunks = [
         np.array(model(ids[None, a:b], inputs_embeds=emb[:, a:b], cache=cache))
         for a, b in zip(bounds[:-1], bounds[1:], strict=True)
@@ -55,7 +56,7 @@ def test_chunked_prefill_equals_full_forward(model, prompt, tiny_ckpt):
 
 def test_prefill_then_single_token_steps_equal_full_forward(model, prompt):
     kw = prompt.mlx_kwargs()
-    cache = model.make_cache()
+    cache = make_cache(model)
     model(**kw, cache=cache)
     seq = prompt.input_ids
     rng = np.random.default_rng(0)
@@ -70,7 +71,7 @@ def test_prefill_then_single_token_steps_equal_full_forward(model, prompt):
 
 def test_sliding_caches_are_bounded_by_the_window(model, prompt, tiny_ckpt):
     window = tiny_ckpt.config.text_config.sliding_window
-    cache = model.make_cache()
+    cache = make_cache(model)
     model(**prompt.mlx_kwargs(), cache=cache)
     for _ in range(5):
         model(mx.array([[42]]), cache=cache)

@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from mlx_gemma4.loader import load
+from mlx_gemma4.model.cache import make_cache
 from tests.reference import parity_cases, reference_greedy, reference_logits, with_dtype
 
 FP32_TOL = 1e-3  # the reference's own float32-vs-float64 gap on such models is ~1e-5 .. 2e-4
@@ -50,7 +51,7 @@ def test_window_and_blocks_matter(model, tiny_ckpt, cases):
 def test_greedy_continuation_matches_reference(model, tiny_ckpt, cases):
     prompt = cases["image_audio_text"]
     expected = reference_greedy(tiny_ckpt, prompt, 16)
-    cache = model.make_cache()
+    cache = make_cache(model)
     logits = model(**prompt.mlx_kwargs(), cache=cache, logits_to_keep=1)
     ours = []
     for _ in range(16):

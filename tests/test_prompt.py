@@ -16,10 +16,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from mlx_gemma4.convert.standin_tokenizer import TEXT_SPECIAL_IDS, special_ids, write_standin_processor
 from PIL import Image
 
 from mlx_gemma4.processing import Processor, load_audio, load_image
-from tests.reference_tokenizer import CHOSEN_SPECIAL_IDS, REAL_SPECIAL_IDS, reference_processor, write_standin_processor
+from tests.reference import reference_processor
 
 BOI, IMG, EOI, BOA, AUD, EOA = 255999, 258880, 258882, 256000, 258881, 258883
 
@@ -97,7 +98,7 @@ def test_system_and_user(ref, proc, thinking):
     got = proc(msgs, enable_thinking=thinking)
     assert_same(got, ref_inputs(ref, msgs, thinking=thinking))
     ids = got.input_ids[0].tolist()
-    assert (CHOSEN_SPECIAL_IDS["<|think|>"] in ids) == thinking  # id read from the tokenizer, not guessed
+    assert (TEXT_SPECIAL_IDS["<|think|>"] in ids) == thinking
 
 
 @pytest.mark.parametrize("thinking", [False, True])
@@ -164,7 +165,7 @@ def test_multi_turn_with_earlier_answer(ref, proc, thinking):
     got = proc(msgs, images=[img, image(100, 100, 5)], enable_thinking=thinking, image_budget=70)
     want = ref_inputs(ref, msgs, [img, image(100, 100, 5)], thinking=thinking)
     assert_same(got, want)
-    assert CHOSEN_SPECIAL_IDS["<|channel>"] not in got.input_ids[0, :-10].tolist()  # old thought stripped
+    assert TEXT_SPECIAL_IDS["<|channel>"] not in got.input_ids[0, :-10].tolist()  # old thought stripped
 
 
 def test_long_audio_becomes_consecutive_blocks(ref, proc):
@@ -264,8 +265,8 @@ def test_special_tokens_read_from_tokenizer(proc):
                         ("image", "<|image|>"), ("boi", "<|image>"), ("eoi", "<image|>"), ("audio", "<|audio|>"),
                         ("boa", "<|audio>"), ("eoa", "<audio|>"), ("video", "<|video|>"),
                         ("tool_response", "<|tool_response>")]:
-        assert getattr(sp, name) == REAL_SPECIAL_IDS[token], name
-    assert (sp.think, sp.soc, sp.eoc) == tuple(CHOSEN_SPECIAL_IDS[t] for t in ("<|think|>", "<|channel>", "<channel|>"))
+        assert getattr(sp, name) == special_ids()[token], name
+    assert (sp.think, sp.soc, sp.eoc) == tuple(TEXT_SPECIAL_IDS[t] for t in ("<|think|>", "<|channel>", "<channel|>"))
     assert proc.stop_token_ids == [1, 106, 50]
 
 

@@ -8,7 +8,7 @@ import pytest
 
 from mlx_gemma4 import ChatSession
 from mlx_gemma4.loader import load
-from mlx_gemma4.prefill import cache_offset
+from mlx_gemma4.model.cache import cache_offset
 from tests.reference import PromptBuilder
 
 

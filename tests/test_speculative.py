@@ -10,11 +10,12 @@ import numpy as np
 import pytest
 from safetensors.numpy import save_file
 
+from mlx_gemma4 import generate
 from mlx_gemma4.errors import InputError
-from mlx_gemma4.generation import generate
+from mlx_gemma4.generation.sampling import SamplingParams, filtered_logprobs
+from mlx_gemma4.generation.speculative import verify
 from mlx_gemma4.loader import load, load_drafter
-from mlx_gemma4.sampling import SamplingParams, filtered_logprobs
-from mlx_gemma4.speculative import ForcedDrafter, verify
+from tests.forced_drafter import ForcedDrafter
 from tests.reference import PromptBuilder
 
 

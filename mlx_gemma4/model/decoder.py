@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
 
 import mlx.core as mx
 import mlx.nn as nn
 from mlx_lm.models.base import scaled_dot_product_attention
 
 from ..config import TextConfig
+from .masks import AttentionContext
 
 
 def rms_norm(x: mx.array, weight: mx.array | None, eps: float) -> mx.array:
@@ -50,6 +50,23 @@ def rope_periods(head_dim: int, params: dict) -> tuple[float | None, mx.array | 
     return None, mx.concatenate([rotated, still])
 
 
+class Rope:
+    """RoPE for one attention type (default or proportional), shared by the decoder and the drafter.
+
+    A plain object, not a module: its periods are constants, not weights.
+    """
+
+    def __init__(self, head_dim: int, params: dict):
+        self.head_dim = head_dim
+        self.base, self.periods = rope_periods(head_dim, params)
+
+    def __call__(self, x: mx.array, offset: int | mx.array) -> mx.array:
+        """Rotate (B, heads, S, head_dim) at positions ``offset`` + 0..S-1 (``offset`` may be per row)."""
+        return mx.fast.rope(
+            x, self.head_dim, traditional=False, base=self.base, scale=1.0, offset=offset, freqs=self.periods
+        )
+
+
 class Attention(nn.Module):
     """Self-attention with q/k norms, scale 1.0, GQA; k_eq_v on full layers (V = raw K projection)."""
 
@@ -71,33 +88,21 @@ class Attention(nn.Module):
         self.o_proj = nn.Linear(self.n_heads * d, h, bias=False)
         self.q_norm = RMSNorm(d, cfg.rms_norm_eps)
         self.k_norm = RMSNorm(d, cfg.rms_norm_eps)
-        self._rope_base, periods = rope_periods(d, cfg.rope_parameters[self.layer_type])
-        if periods is not None:
-            self._rope_periods = periods  # underscore: a constant, not a weight
+        self._rope = Rope(d, cfg.rope_parameters[self.layer_type])
 
-    def _rope(self, x: mx.array, offset: int | mx.array) -> mx.array:
-        periods = getattr(self, "_rope_periods", None)
-        return mx.fast.rope(
-            x, self.head_dim, traditional=False, base=self._rope_base, scale=1.0, offset=offset, freqs=periods
-        )
-
-    def __call__(self, x: mx.array, mask_for: Callable, cache=None) -> mx.array:
+    def __call__(self, x: mx.array, ctx: AttentionContext, cache=None) -> mx.array:
         b, s, _ = x.shape
-        offset = cache.offset if cache is not None else 0
-        left_padding = getattr(mask_for, "left_padding", None)
-        if left_padding is not None:
-            offset = offset - left_padding  # per-row positions of a left-padded batch
         q = self.q_norm(self.q_proj(x).reshape(b, s, self.n_heads, -1)).transpose(0, 2, 1, 3)
         k_raw = self.k_proj(x).reshape(b, s, self.n_kv_heads, -1)
         v_raw = k_raw if self.k_eq_v else self.v_proj(x).reshape(b, s, self.n_kv_heads, -1)
         k = self.k_norm(k_raw).transpose(0, 2, 1, 3)
         v = rms_norm(v_raw, None, self.eps).transpose(0, 2, 1, 3)
-        q = self._rope(q, offset)
-        k = self._rope(k, offset)
+        q = self._rope(q, ctx.rope_offset)
+        k = self._rope(k, ctx.rope_offset)
         if cache is not None:
             k, v = cache.update_and_fetch(k, v)
         num_keys = (k[0] if isinstance(k, tuple) else k).shape[2]  # quantized caches return (packed, scales, biases)
-        mask = mask_for(num_keys, self.window)
+        mask = ctx.mask(num_keys, self.window)
         # mlx-lm's dispatcher: quantized KV caches hand back (packed, scales, biases) triples.
         out = scaled_dot_product_attention(q, k, v, cache, scale=1.0, mask=mask)
         return self.o_proj(out.transpose(0, 2, 1, 3).reshape(b, s, -1))
@@ -155,11 +160,11 @@ class TextModel(nn.Module):
         x = self.embed_tokens(ids)
         return x * mx.array(math.sqrt(self.config.hidden_size), dtype=x.dtype)
 
-    def __call__(self, x: mx.array, mask_for: Callable, cache=None) -> mx.array:
+    def __call__(self, x: mx.array, ctx: AttentionContext, cache=None) -> mx.array:
         """Run the decoder on input embeddings; returns final-normed hidden states."""
         cache = cache if cache is not None else [None] * len(self.layers)
         for layer, c in zip(self.layers, cache, strict=True):
-            x = layer(x, mask_for, c)
+            x = layer(x, ctx, c)
         return self.norm(x)
 
     def logits(self, h: mx.array) -> mx.array:

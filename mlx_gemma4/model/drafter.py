@@ -28,7 +28,7 @@ import mlx.nn as nn
 
 from ..config import TextConfig
 from ..errors import ModelLoadError
-from .decoder import DecoderLayer, RMSNorm, rope_periods
+from .decoder import DecoderLayer, RMSNorm, Rope
 
 ASSISTANT_TYPE = "gemma4_unified_assistant"
 
@@ -44,15 +44,12 @@ class DraftAttention(nn.Module):
         self.q_proj = nn.Linear(cfg.hidden_size, self.n_heads * d, bias=False)
         self.q_norm = RMSNorm(d, cfg.rms_norm_eps)
         self.o_proj = nn.Linear(self.n_heads * d, cfg.hidden_size, bias=False)
-        self._rope_base, periods = rope_periods(d, cfg.rope_parameters[self.layer_type])
-        if periods is not None:
-            self._rope_periods = periods
+        self._rope = Rope(d, cfg.rope_parameters[self.layer_type])
 
     def __call__(self, x: mx.array, kv: tuple[mx.array, mx.array], position: int) -> mx.array:
         b, s, _ = x.shape
         q = self.q_norm(self.q_proj(x).reshape(b, s, self.n_heads, -1)).transpose(0, 2, 1, 3)
-        q = mx.fast.rope(q, self.head_dim, traditional=False, base=self._rope_base, scale=1.0, offset=position,
-                         freqs=getattr(self, "_rope_periods", None))
+        q = self._rope(q, position)
         k, v = kv
         out = mx.fast.scaled_dot_product_attention(q, k.astype(q.dtype), v.astype(q.dtype), scale=1.0)
         return self.o_proj(out.transpose(0, 2, 1, 3).reshape(b, s, -1))

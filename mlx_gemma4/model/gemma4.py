@@ -5,13 +5,23 @@ from __future__ import annotations
 import mlx.core as mx
 import mlx.nn as nn
 import numpy as np
-from mlx_lm.models.cache import KVCache, RotatingKVCache
 
 from ..config import ModelConfig
 from ..errors import InputError
+from .cache import cached_key_positions
 from .decoder import TextModel
 from .embedders import MultimodalProjection, VisionEmbedder
-from .masks import MaskContext, attention_mask, cached_key_positions, padding_mask, vision_block_ids
+from .masks import AttentionContext, attention_mask, padding_mask, vision_block_ids
+
+# Modality → (config field of its soft-token id, embedding method, its input arrays in the method's order).
+# The same modalities as mlx_gemma4.processing.modalities.MODALITIES (a test checks they agree); the model
+# does not import processing, which would load the image/audio/video decoders. Video frames are images
+# to the model: the same embedder, each frame a bidirectional block (see masks.vision_block_ids).
+EMBEDDERS: dict[str, tuple[str, str, tuple[str, ...]]] = {
+    "image": ("image_token_id", "image_features", ("pixel_values", "image_position_ids")),
+    "audio": ("audio_token_id", "audio_features", ("input_features", "input_features_mask")),
+    "video": ("video_token_id", "image_features", ("pixel_values_videos", "video_position_ids")),
+}
 
 
 def _as_mx(x) -> mx.array | None:
@@ -39,14 +49,6 @@ class Gemma4Model(nn.Module):
         """Decoder layers (mlx-lm convention, used by its cache helpers)."""
         return self.language_model.layers
 
-    def make_cache(self) -> list:
-        """One KV cache per layer: sliding layers keep only the window, full layers everything."""
-        text = self.config.text_config
-        return [
-            RotatingKVCache(max_size=text.sliding_window, keep=0) if t == "sliding_attention" else KVCache()
-            for t in text.layer_types
-        ]
-
     # -- embeddings -------------------------------------------------------------------------------
 
     def image_features(self, pixel_values, image_position_ids) -> mx.array:
@@ -71,45 +73,31 @@ class Gemma4Model(nn.Module):
             frames = frames[mx.array(valid)]
         return self.embed_audio(frames)
 
-    def embed_inputs(
-        self,
-        input_ids,
-        pixel_values=None,
-        image_position_ids=None,
-        input_features=None,
-        input_features_mask=None,
-        pixel_values_videos=None,
-        video_position_ids=None,
-    ) -> mx.array:
-        """Scaled token embeddings with image / video / audio soft tokens scattered into their placeholders."""
+    def embed_inputs(self, input_ids, **arrays) -> mx.array:
+        """Scaled token embeddings with each modality's soft tokens scattered into its placeholders.
+
+        ``arrays`` are the processor's arrays by name (``pixel_values``, ``image_position_ids``,
+        ``input_features``, ``input_features_mask``, ``pixel_values_videos``, ``video_position_ids``; None
+        or absent when a modality is not in the prompt).
+        """
+        unknown = set(arrays) - {k for _, _, keys in EMBEDDERS.values() for k in keys}
+        if unknown:
+            raise InputError(f"unknown model input(s): {', '.join(sorted(unknown))}")
         cfg = self.config
         ids = _as_mx(input_ids)
-        placeholders = (cfg.image_token_id, cfg.video_token_id, cfg.audio_token_id)
-        is_placeholder = (ids == placeholders[0]) | (ids == placeholders[1]) | (ids == placeholders[2])
+        is_placeholder = mx.zeros(ids.shape, dtype=mx.bool_)
+        for token_field, _, _ in EMBEDDERS.values():
+            is_placeholder = is_placeholder | (ids == getattr(cfg, token_field))
         x = self.language_model.embed(mx.where(is_placeholder, cfg.text_config.pad_token_id, ids))
-        sources = (
-            (cfg.image_token_id, "image", pixel_values, lambda: self.image_features(pixel_values, image_position_ids)),
-            (
-                cfg.video_token_id,
-                "video",
-                pixel_values_videos,
-                lambda: self.image_features(pixel_values_videos, video_position_ids),
-            ),
-            (
-                cfg.audio_token_id,
-                "audio",
-                input_features,
-                lambda: self.audio_features(input_features, input_features_mask),
-            ),
-        )
         host_ids = None
-        for token_id, kind, given, features in sources:
-            if given is None:
+        for kind, (token_field, method, keys) in EMBEDDERS.items():
+            given = [arrays.get(k) for k in keys]
+            if given[0] is None:
                 continue
             if host_ids is None:
                 host_ids = np.asarray(ids).reshape(-1)
-            slots = np.flatnonzero(host_ids == token_id)
-            feats = features()
+            slots = np.flatnonzero(host_ids == getattr(cfg, token_field))
+            feats = getattr(self, method)(*given)
             if feats.shape[0] != slots.size:
                 raise InputError(
                     f"{kind} features and {kind} tokens do not match: {slots.size} placeholder tokens, "
@@ -147,33 +135,42 @@ class Gemma4Model(nn.Module):
         the number of padding tokens at the start of each row of a left-padded batch: their keys are
         masked out and each row's RoPE positions start at its first real token.
         """
-        ids = _as_mx(input_ids)
+        host_ids = None if isinstance(input_ids, mx.array) else check_token_ids(input_ids, self.config)
+        ids = _as_mx(input_ids if host_ids is None else host_ids)
         if ids.ndim == 1:
             ids = ids[None]
         if inputs_embeds is None:
             inputs_embeds = self.embed_inputs(
-                ids, pixel_values, image_position_ids, input_features, input_features_mask,
-                pixel_values_videos, video_position_ids,
+                ids, pixel_values=pixel_values, image_position_ids=image_position_ids, input_features=input_features,
+                input_features_mask=input_features_mask, pixel_values_videos=pixel_values_videos,
+                video_position_ids=video_position_ids,
             )
         if left_padding is not None:
             left_padding = _as_mx(left_padding).astype(mx.int32)
-        h = self.language_model(inputs_embeds, self._mask_builder(ids, cache, left_padding), cache)
+        h = self.language_model(inputs_embeds, self.attention_context(ids, cache, left_padding, host_ids), cache)
         kept = h if logits_to_keep <= 0 else h[:, -logits_to_keep:]
         logits = self.language_model.logits(kept)
         return (logits, h) if return_hidden else logits
 
-    def _mask_builder(self, ids: mx.array, cache, left_padding: mx.array | None = None) -> MaskContext:
-        """Masks by (num_keys, window), each built once per call; padding-aware when ``left_padding``."""
+    def attention_context(
+        self, ids: mx.array, cache, left_padding: mx.array | None = None, host_ids: np.ndarray | None = None
+    ) -> AttentionContext:
+        """Positions and masks of one forward call (masks built once per (num_keys, window)).
+
+        A multi-token chunk without vision tokens and without padding gets the fused kernel's causal
+        mask wherever no sliding window cuts into the returned keys; anything else gets a boolean mask.
+        """
         s = ids.shape[1]
         offset = cache[0].offset if cache else 0
         text = self.config.text_config
+        vision = (self.config.image_token_id, self.config.video_token_id)
+        bidirectional = text.use_bidirectional_attention == "vision"
         blocks = None
         if s > 1:
-            blocks = (
-                vision_block_ids(ids, (self.config.image_token_id, self.config.video_token_id))
-                if text.use_bidirectional_attention == "vision"
-                else mx.full(ids.shape, -1, dtype=mx.int32)
-            )
+            if host_ids is None:
+                host_ids = np.asarray(ids)  # multi-token calls only: one read-back per chunk, never per token
+            if bidirectional and np.isin(host_ids, vision).any():
+                blocks = vision_block_ids(ids, vision)
         # The first cache of each kind: all layers of a kind hold the same positions, and the first one
         # is updated before any layer of its kind asks for a mask.
         reference: dict = {}
@@ -185,10 +182,29 @@ class Gemma4Model(nn.Module):
                 if left_padding is None:
                     return None  # one new token: every cached key is visible (sliding caches hold the window)
                 return padding_mask(cached_key_positions(reference[window], num_keys), left_padding)
-            mask = attention_mask(blocks, offset, num_keys, window)
+            if blocks is None and left_padding is None and (window is None or num_keys <= window):
+                return "causal"
+            mask = attention_mask(blocks if blocks is not None else mx.full(ids.shape, -1, mx.int32), offset,
+                                  num_keys, window)
             if left_padding is None:
                 return mask
             key_pos = (offset + s - num_keys) + mx.arange(num_keys)
             return mask & padding_mask(key_pos, left_padding, offset + mx.arange(s))
 
-        return MaskContext(build, left_padding)
+        return AttentionContext(offset, build, left_padding)
+
+
+def check_token_ids(input_ids, config: ModelConfig) -> np.ndarray:
+    """Host token ids (a list or numpy array) as an int32 array; InputError if one is outside the vocabulary.
+
+    An out-of-range id would index past the embedding table (a crash, not an error), so ids are
+    checked wherever they arrive from the host; ids already on the device are the caller's business.
+    """
+    ids = np.asarray(input_ids)
+    if ids.size and not np.issubdtype(ids.dtype, np.integer):
+        raise InputError(f"token ids must be integers, got {ids.dtype}")
+    vocab = config.text_config.vocab_size
+    if ids.size and (ids.min() < 0 or ids.max() >= vocab):
+        bad = int(ids.min()) if ids.min() < 0 else int(ids.max())
+        raise InputError(f"token id {bad} is outside the vocabulary (0 to {vocab - 1})")
+    return ids.astype(np.int32)

@@ -10,6 +10,8 @@ current chunk; earlier keys come from the cache and are ordinary causal history.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import mlx.core as mx
 
 
@@ -51,18 +53,6 @@ def attention_mask(
     return (allowed | same)[:, None]
 
 
-def cached_key_positions(cache, num_keys: int) -> mx.array:
-    """Absolute positions of the ``num_keys`` keys a cache returned from its last update.
-
-    A rotating cache returns a ring buffer after single-token updates: slot ``_idx − 1`` holds the
-    newest key and the others go backwards from there; after a multi-token update, and for plain
-    caches, the keys are in temporal order (``_idx == num_keys``), which the same formula covers.
-    """
-    idx = getattr(cache, "_idx", num_keys)
-    slots = mx.arange(num_keys)
-    return cache.offset - 1 - ((idx - 1 - slots) % num_keys)
-
-
 def padding_mask(key_pos: mx.array, left_padding: mx.array, query_pos: mx.array | None = None) -> mx.array:
     """(B, 1, S or 1, K): keys that are real tokens of their row (left padding excluded).
 
@@ -76,16 +66,29 @@ def padding_mask(key_pos: mx.array, left_padding: mx.array, query_pos: mx.array 
     return valid | (key_pos[None, :] == query_pos[:, None])[None, None]
 
 
-class MaskContext:
-    """What the decoder layers need besides the hidden states: masks by (num_keys, window), and the
-    per-row left padding that shifts RoPE positions (None for unpadded input)."""
+class AttentionContext:
+    """What every decoder layer needs besides its hidden states, built once per forward call.
 
-    def __init__(self, build, left_padding: mx.array | None = None):
+    ``offset`` is the absolute position of the first query (the caches' offset before the call);
+    ``left_padding`` (B,) counts the padding tokens at the start of each row of a left-padded batch
+    (None for unpadded input): RoPE positions of a row start at its first real token. ``mask(num_keys,
+    window)`` gives the attention mask for a layer whose cache returned ``num_keys`` keys: None (one
+    query sees every key), ``"causal"`` (the fused kernel's own causal mask) or a boolean array.
+    """
+
+    def __init__(self, offset: int, build: Callable, left_padding: mx.array | None = None):
+        self.offset = offset
+        self.left_padding = left_padding
         self._build = build
         self._memo: dict = {}
-        self.left_padding = left_padding
 
-    def __call__(self, num_keys: int, window: int | None):
+    @property
+    def rope_offset(self) -> int | mx.array:
+        """The RoPE position of the first query: per row (B,) for a left-padded batch."""
+        return self.offset if self.left_padding is None else self.offset - self.left_padding
+
+    def mask(self, num_keys: int, window: int | None):
+        """The mask for ``num_keys`` keys in a layer with sliding ``window`` (None = full attention)."""
         key = (num_keys, window)
         if key not in self._memo:
             self._memo[key] = self._build(num_keys, window)

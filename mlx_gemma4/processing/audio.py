@@ -10,13 +10,14 @@ import io
 import math
 import os
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 import soundfile as sf
 import soxr
 
 from ..errors import InputError
+from .audio_checks import SNIFF_BYTES, check_wav_length, may_reach_mpg123, quiet_stderr
+from .sources import check_path, open_binary
 
 SAMPLE_RATE = 16_000
 FRAME = 640  # samples per audio soft token (40 ms)
@@ -56,30 +57,34 @@ def describe_source(source: object) -> str:
 def _decode(source: AudioSource, name: str) -> tuple[np.ndarray, int]:
     """Read a file or bytes with soundfile → ((samples, channels) float32, rate)."""
     if isinstance(source, (str, os.PathLike)):
-        if str(source).startswith(("http://", "https://")):
-            raise InputError(f"{name}: URLs are not fetched (no network access here); download the file first")
-        path = Path(source)
-        if not path.exists():
-            raise InputError(f"{name}: no such file")
-        if not path.is_file():
-            raise InputError(f"{name}: not a file")
-        if path.stat().st_size == 0:
-            raise InputError(f"{name}: empty file (0 bytes)")
-        fp: object = str(path)
+        path = check_path(source, name)
+        with open_binary(path, name) as fp:
+            head = fp.read(SNIFF_BYTES)
+            check_wav_length(fp, head, path.stat().st_size, name)
+        target: object = str(path)  # soundfile opens lazily: a huge non-audio file costs one header read
     else:
         if len(source) == 0:
             raise InputError(f"{name}: empty audio data (0 bytes)")
-        fp = io.BytesIO(bytes(source))
+        data = bytes(source)
+        head = data[:SNIFF_BYTES]
+        check_wav_length(io.BytesIO(data), head, len(data), name)
+        target = io.BytesIO(data)
     try:
-        # float32 decoding scales integer PCM (8/16/24/32-bit) into [−1, 1).
-        data, rate = sf.read(fp, dtype="float32", always_2d=True)
+        with quiet_stderr(may_reach_mpg123(head)), sf.SoundFile(target) as f:
+            declared, rate = f.frames, f.samplerate
+            # float32 decoding scales integer PCM (8/16/24/32-bit) into [−1, 1).
+            data = f.read(dtype="float32", always_2d=True)
     except sf.LibsndfileError as e:
+        # For an unrecognised file libsndfile says it "does not exist": wrong for a file just opened here.
+        detail = "" if "not exist" in e.error_string else f"; {e.error_string.strip().rstrip('.')}"
         raise InputError(
-            f"{name}: unsupported or corrupt audio ({e.error_string}); readable containers are "
-            "WAV, FLAC, OGG (Vorbis/Opus), MP3 and the other formats of libsndfile"
+            f"{name}: not audio that can be decoded (unknown format or corrupt data{detail}); readable "
+            "containers are WAV, FLAC, OGG (Vorbis/Opus), MP3 and the other formats of libsndfile"
         ) from e
     except (RuntimeError, TypeError, ValueError, OSError) as e:
         raise InputError(f"{name}: cannot decode audio ({e})") from e
+    if data.shape[0] < declared:
+        raise InputError(f"{name}: truncated audio ({data.shape[0]} of the {declared} frames it declares)")
     return data, int(rate)
 
 

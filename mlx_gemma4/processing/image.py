@@ -1,8 +1,8 @@
 """Images → 48×48 pixel blocks for the encoder-free vision embedder (spec §6.1).
 
-Pipeline: decode (Pillow, EXIF orientation applied) → RGB → aspect-ratio-preserving bicubic resize
-that fills the soft-token budget → ×float32(1/255) → 48×48×3 blocks in raster order with (x, y)
-block positions → padded to the budget (pixels 0, positions −1).
+Pipeline: decode (Pillow, EXIF orientation applied) → 8-bit (16-bit/float scaled) → RGB →
+aspect-ratio-preserving bicubic resize that fills the soft-token budget → ×float32(1/255) → 48×48×3
+blocks in raster order with (x, y) block positions → padded to the budget (pixels 0, positions −1).
 """
 
 from __future__ import annotations
@@ -13,12 +13,13 @@ import os
 import threading
 import warnings
 from dataclasses import dataclass
-from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from ..errors import InputError
+from .sources import check_path, open_binary
 
 SUPPORTED_BUDGETS = (70, 140, 280, 560, 1120)
 DEFAULT_BUDGET = 280
@@ -97,26 +98,19 @@ def num_soft_tokens(height: int, width: int, budget: int = DEFAULT_BUDGET) -> in
 
 
 def _open(source: ImageSource, name: str, max_pixels: int | None) -> Image.Image:
-    """Decode a path/bytes source fully, with our own pixel limit instead of Pillow's global one."""
+    """Decode a path/bytes source, reading the header before any pixel data."""
     if isinstance(source, (str, os.PathLike)):
-        if str(source).startswith(("http://", "https://")):
-            raise InputError(f"{name}: URLs are not fetched (no network access here); download the file first")
-        path = Path(source)
-        if not path.exists():
-            raise InputError(f"{name}: no such file")
-        if not path.is_file():
-            raise InputError(f"{name}: not a file")
-        try:
-            data = path.read_bytes()  # compressed bytes are small even for a bomb; no handle stays open
-        except OSError as e:
-            raise InputError(f"{name}: cannot read file ({e.strerror or e})") from e
-        if not data:
-            raise InputError(f"{name}: empty file (0 bytes)")
-    else:
-        data = bytes(source)
-        if not data:
-            raise InputError(f"{name}: empty image data (0 bytes)")
-    fp = io.BytesIO(data)
+        # Opened lazily from the file: a huge non-image costs one header read, not its size in RAM.
+        with open_binary(check_path(source, name), name) as fp:
+            return _decode(fp, name, max_pixels)
+    data = bytes(source)
+    if not data:
+        raise InputError(f"{name}: empty image data (0 bytes)")
+    return _decode(io.BytesIO(data), name, max_pixels)
+
+
+def _decode(fp: BinaryIO, name: str, max_pixels: int | None) -> Image.Image:
+    """Header, pixel-count check, then the pixels; Pillow's many error types become one InputError."""
     try:
         with _PIL_LIMIT_LOCK:
             saved = Image.MAX_IMAGE_PIXELS
@@ -126,7 +120,7 @@ def _open(source: ImageSource, name: str, max_pixels: int | None) -> Image.Image
             finally:
                 Image.MAX_IMAGE_PIXELS = saved
         _check_pixels(image, name, max_pixels)
-        image.load()
+        image.load()  # the first frame, before the file closes
     except InputError:
         raise
     except UnidentifiedImageError as e:
@@ -147,6 +141,42 @@ def _check_pixels(image: Image.Image, name: str, max_pixels: int | None) -> None
             f"{name}: {image.width}x{image.height} = {pixels:,} pixels is over the limit of {max_pixels:,} "
             "(possible decompression bomb); pass a larger max_pixels to allow it"
         )
+
+
+_SIXTEEN_BIT_MODES = ("I;16", "I;16L", "I;16B", "I;16N")
+
+
+def to_8bit(image: Image.Image, name: str) -> Image.Image:
+    """Single-channel 16-bit, 32-bit integer and float images scaled to 8-bit "L"; other modes unchanged.
+
+    Pillow's own conversion (and so the transformers processor) clips these values at 255: a 16-bit
+    scan turns white and a float image in [0, 1] black. Here 16-bit data maps full scale to full scale
+    (v / 257); mode "I" is taken as 8-bit data when it fits 0..255 and as 16-bit when it fits 0..65535;
+    mode "F" as [0, 1] when it fits there and as 0..255 otherwise. Anything else is refused.
+    """
+    if image.mode not in (*_SIXTEEN_BIT_MODES, "I", "F"):
+        return image
+    values = np.asarray(image).astype(np.float64)
+    if not np.isfinite(values).all():
+        raise InputError(f"{name}: {image.mode} image contains NaN or infinite pixels")
+    lo, hi = (float(values.min()), float(values.max())) if values.size else (0.0, 0.0)
+    if image.mode in _SIXTEEN_BIT_MODES or (image.mode == "I" and hi > 255):
+        if lo < 0 or hi > 65535:
+            raise InputError(f"{name}: {image.mode} pixel values {lo:g}..{hi:g} are outside 0..65535")
+        scale = 255 / 65535
+    elif image.mode == "F" and hi <= 1:
+        if lo < 0:
+            raise InputError(f"{name}: float pixel values {lo:g}..{hi:g} are outside [0, 1] and 0..255")
+        scale = 255.0
+    else:
+        if lo < 0 or hi > 255:
+            raise InputError(f"{name}: {image.mode} pixel values {lo:g}..{hi:g} are outside 0..255")
+        scale = 1.0
+    out = Image.fromarray(np.rint(values * scale).astype(np.uint8), "L")
+    transparent = image.info.get("transparency")
+    if isinstance(transparent, (int, float)):  # a 16-bit PNG's transparent grey level, scaled likewise
+        out.info["transparency"] = int(round(transparent * scale))
+    return out
 
 
 def to_rgb(image: Image.Image) -> Image.Image:
@@ -176,7 +206,9 @@ def load_image(source: ImageSource, *, max_pixels: int | None = DEFAULT_MAX_PIXE
             # A malformed EXIF block only warns in Pillow; orientation then stays as stored.
             warnings.simplefilter("ignore")
             image = ImageOps.exif_transpose(image)
-        return to_rgb(image)
+        return to_rgb(to_8bit(image, name))
+    except InputError:
+        raise
     except (OSError, ValueError, SyntaxError, EOFError) as e:
         raise InputError(f"{name}: cannot convert image mode {image.mode!r} to RGB ({e})") from e
 

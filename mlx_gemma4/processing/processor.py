@@ -1,4 +1,4 @@
-"""``Processor``: chat messages + image/audio files → model-ready numpy arrays, in one call."""
+"""``Processor``: chat messages + image/audio/video files → model-ready numpy arrays, in one call."""
 
 from __future__ import annotations
 
@@ -11,20 +11,22 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from PIL import Image
 
 from ..errors import InputError, ModelLoadError
 from . import audio as audio_mod
 from . import image as image_mod
+from . import video as video_mod
+from .modalities import ARRAY_KEYS, MODALITIES, Modality, Piece, Settings
 from .prompt import (
     MediaRef,
     SpecialTokens,
     encode,
-    expand_placeholders,
+    expand_text,
     load_tokenizer,
     normalize_messages,
     read_special_tokens,
     render,
+    token_strings,
 )
 
 
@@ -36,6 +38,8 @@ class ProcessorConfig:
     sampling_rate: int = audio_mod.SAMPLE_RATE
     audio_samples_per_token: int = audio_mod.FRAME
     audio_seq_length: int = audio_mod.MAX_CLIP_FRAMES  # longest clip, in soft tokens
+    video_num_frames: int = video_mod.DEFAULT_NUM_FRAMES  # video_processor.num_frames
+    video_budget: int = video_mod.DEFAULT_BUDGET  # video_processor.max_soft_tokens, per frame
 
     @classmethod
     def from_folder(cls, folder: Path) -> ProcessorConfig:
@@ -43,9 +47,11 @@ class ProcessorConfig:
         image: dict[str, Any] = {}
         audio: dict[str, Any] = {}
         top: dict[str, Any] = {}
+        video: dict[str, Any] = {}
         if (folder / "processor_config.json").is_file():
             top = _read_json(folder / "processor_config.json")
             image, audio = top.get("image_processor") or {}, top.get("feature_extractor") or {}
+            video = top.get("video_processor") or {}
         elif (folder / "preprocessor_config.json").is_file():
             # Older layout: one flat dict; image and audio keys do not overlap.
             image = audio = _read_json(folder / "preprocessor_config.json")
@@ -60,11 +66,14 @@ class ProcessorConfig:
                 audio.get("audio_samples_per_token", audio.get("feature_size", audio_mod.FRAME))
             ),
             audio_seq_length=int(top.get("audio_seq_length", audio_mod.MAX_CLIP_FRAMES)),
+            video_num_frames=int(video.get("num_frames") or video_mod.DEFAULT_NUM_FRAMES),
+            video_budget=int(video.get("max_soft_tokens", video_mod.DEFAULT_BUDGET)),
         )
-        if cfg.image_budget not in image_mod.SUPPORTED_BUDGETS:
-            raise ModelLoadError(f"{folder}: image max_soft_tokens {cfg.image_budget} is not a supported budget")
-        if min(cfg.sampling_rate, cfg.audio_samples_per_token, cfg.audio_seq_length) <= 0:
-            raise ModelLoadError(f"{folder}: audio settings must be positive ({cfg})")
+        for what, budget in (("image", cfg.image_budget), ("video", cfg.video_budget)):
+            if budget not in image_mod.SUPPORTED_BUDGETS:
+                raise ModelLoadError(f"{folder}: {what} max_soft_tokens {budget} is not a supported budget")
+        if min(cfg.sampling_rate, cfg.audio_samples_per_token, cfg.audio_seq_length, cfg.video_num_frames) <= 0:
+            raise ModelLoadError(f"{folder}: audio and video settings must be positive ({cfg})")
         return cfg
 
 
@@ -110,11 +119,14 @@ class ModelInputs(Mapping):
     image_position_ids: np.ndarray | None = None  # (num_images, budget, 2) int64, −1 = padding
     input_features: np.ndarray | None = None  # (num_clips, F, 640) float32
     input_features_mask: np.ndarray | None = None  # (num_clips, F) bool
+    pixel_values_videos: np.ndarray | None = None  # (total_frames, budget, 6912) float32
+    video_position_ids: np.ndarray | None = None  # (total_frames, budget, 2) int64, −1 = padding
     num_soft_tokens_per_image: list[int] = field(default_factory=list)
-    audio_frames_per_clip: list[int] = field(default_factory=list)
+    audio_frames_per_clip: list[int] = field(default_factory=list)  # incl. the clips of videos' sound
+    videos: list[video_mod.ProcessedVideo] = field(default_factory=list)  # frame indices, timestamps, …
     prompt: str = ""  # rendered template text, before placeholder expansion
 
-    _ARRAYS = ("input_ids", "pixel_values", "image_position_ids", "input_features", "input_features_mask")
+    _ARRAYS = ("input_ids", *ARRAY_KEYS)
 
     def __getitem__(self, key: str) -> np.ndarray:
         if key not in self._ARRAYS or getattr(self, key) is None:
@@ -132,21 +144,25 @@ class ModelInputs(Mapping):
     __hash__ = object.__hash__
 
 
-def _as_list(value: Any, single_types: tuple[type, ...]) -> list[Any]:
-    """A user's ``images=``/``audio=`` argument as a list (one source or a sequence of them)."""
+def _as_list(value: Any, modality: Modality) -> list[Any]:
+    """A user's ``images=``/``audio=``/``videos=`` argument as a list (one source or a sequence of them)."""
     if value is None:
         return []
-    if isinstance(value, single_types):
+    if isinstance(value, modality.source_types):
         return [value]
     if isinstance(value, tuple) and len(value) == 2 and isinstance(value[1], (int, np.integer)):
         return [value]  # (waveform, rate)
     if isinstance(value, Sequence):
         return list(value)
-    raise InputError(f"expected a file path, bytes, an in-memory object or a list of them, got {type(value).__name__}")
+    raise InputError(
+        f"{modality.argument}=: expected a file path, bytes, an in-memory object or a list of them, "
+        f"got {type(value).__name__}"
+    )
 
 
-def _assign_sources(media: list[MediaRef], kind: str, given: list[Any]) -> list[Any]:
-    """Sources for the ``kind`` items in conversation order: inline ones, then ``given`` for the rest."""
+def _assign_sources(media: list[MediaRef], modality: Modality, given: list[Any]) -> list[Any]:
+    """Sources for one modality's items in conversation order: inline ones, then ``given`` for the rest."""
+    kind = modality.name
     refs = [m for m in media if m.kind == kind]
     pending = iter(given)
     sources = []
@@ -159,7 +175,7 @@ def _assign_sources(media: list[MediaRef], kind: str, given: list[Any]) -> list[
         except StopIteration:
             raise InputError(
                 f"the messages have {len(refs)} {kind} item(s) but fewer {kind} sources; add a path to the item "
-                f"or pass {kind}s in order with {kind}{'s' if kind == 'image' else ''}="
+                f"or pass them in order with {modality.argument}="
             ) from None
     extra = sum(1 for _ in pending)
     if extra:
@@ -174,6 +190,7 @@ class Processor:
         self.tokenizer = tokenizer
         self.config = config or ProcessorConfig()
         self.special: SpecialTokens = read_special_tokens(tokenizer)
+        self.token_strings = token_strings(tokenizer, self.special)
 
     @classmethod
     def from_pretrained(cls, folder: str | os.PathLike) -> Processor:
@@ -199,76 +216,73 @@ class Processor:
         """Token ids → text."""
         return self.tokenizer.decode(list(ids), skip_special_tokens=skip_special_tokens)
 
-    def process_images(
-        self, images: Sequence[Any], budget: int | None = None, max_pixels: int | None = image_mod.DEFAULT_MAX_PIXELS
-    ) -> tuple[np.ndarray, np.ndarray, list[int]]:
-        """Images → pixel_values (n, budget, 6912), image_position_ids (n, budget, 2), soft-token counts."""
-        budget = image_mod.check_budget(self.config.image_budget if budget is None else budget)
-        done = [image_mod.process_image(src, budget, max_pixels=max_pixels) for src in images]
-        if not done:
-            return (np.zeros((0, budget, image_mod.PATCH_DIM), np.float32), np.zeros((0, budget, 2), np.int64), [])
-        return (np.stack([d.pixel_values for d in done]), np.stack([d.position_ids for d in done]),
-                [d.num_soft_tokens for d in done])
-
-    def process_audio(self, audio: Sequence[Any], split_audio: bool = True) -> list[audio_mod.ProcessedAudio]:
-        """Audio inputs → per input, its clips of 640-sample frames (long inputs split unless told not to)."""
+    def settings(self, image_budget: int | None = None, **overrides: Any) -> Settings:
+        """Preprocessing options: the checkpoint's processor config, then the caller's overrides."""
         cfg = self.config
-        return [
-            audio_mod.process_audio(src, split=split_audio, max_clip_frames=cfg.audio_seq_length,
-                                    frame=cfg.audio_samples_per_token, sample_rate=cfg.sampling_rate)
-            for src in audio
-        ]
+        video = overrides.pop("video_options", None) or video_mod.VideoOptions(
+            num_frames=cfg.video_num_frames, budget=cfg.video_budget)
+        # Validate the budget even without images so a typo never passes silently.
+        budget = image_mod.check_budget(cfg.image_budget if image_budget is None else image_budget)
+        return Settings(image_budget=budget, sampling_rate=cfg.sampling_rate,
+                        audio_samples_per_token=cfg.audio_samples_per_token, audio_seq_length=cfg.audio_seq_length,
+                        video=video, **overrides)
 
     def __call__(
         self,
         messages: Sequence[Mapping[str, Any]] | str,
         images: Any = None,
         audio: Any = None,
+        videos: Any = None,
         *,
         enable_thinking: bool = False,
         image_budget: int | None = None,
         add_generation_prompt: bool = True,
         split_audio: bool = True,
         max_pixels: int | None = image_mod.DEFAULT_MAX_PIXELS,
+        video_options: video_mod.VideoOptions | None = None,
         **template_kwargs: Any,
     ) -> ModelInputs:
-        """Messages (or a raw prompt string) + images/audio → ``ModelInputs``.
+        """Messages (or a raw prompt string) + images/audio/videos → ``ModelInputs``.
 
-        Image/audio items in the messages either name their source inline (``{"type": "image", "image":
-        path}``; keys image/audio, path or url) or take the next one from ``images=``/``audio=``, in order.
-        A raw prompt string is tokenized as is (``<bos>`` prepended if missing) with its placeholders
-        filled from ``images``/``audio``.
+        Media items in the messages either name their source inline (``{"type": "image", "image": path}``;
+        keys image/audio/video, path or url) or take the next one from ``images=``/``audio=``/``videos=``,
+        in order. A raw prompt string is tokenized as is (``<bos>`` prepended if missing) with its
+        placeholders filled from the given sources. ``video_options`` sets frame sampling and the sound
+        track (default: 32 frames, ≤ 60 s, no sound).
         """
-        image_types = (str, os.PathLike, bytes, bytearray, memoryview, Image.Image)
-        audio_types = (str, os.PathLike, bytes, bytearray, memoryview, np.ndarray)
-        given_images, given_audio = _as_list(images, image_types), _as_list(audio, audio_types)
+        given = {"image": images, "audio": audio, "video": videos}
+        lists = {m.name: _as_list(given[m.name], m) for m in MODALITIES}
         if isinstance(messages, str):
-            text = messages
-            image_sources, audio_sources = given_images, given_audio
+            text, sources = messages, lists
         else:
             normalized, media = normalize_messages(messages)
-            image_sources = _assign_sources(media, "image", given_images)
-            audio_sources = _assign_sources(media, "audio", given_audio)
+            sources = {m.name: _assign_sources(media, m, lists[m.name]) for m in MODALITIES}
             text = render(self.tokenizer, normalized, enable_thinking=enable_thinking,
                           add_generation_prompt=add_generation_prompt, **template_kwargs)
-        # Validate the budget even without images so a typo never passes silently.
-        budget = image_mod.check_budget(self.config.image_budget if image_budget is None else image_budget)
-        ids = encode(self.tokenizer, text)
+        settings = self.settings(image_budget, max_pixels=max_pixels, split_audio=split_audio,
+                                 video_options=video_options)
+        pieces = {m.name: [m.decode(src, settings, self.token_strings) for src in sources[m.name]]
+                  for m in MODALITIES}
+        expanded, order = expand_text(text, self.token_strings, {k: [p.text for p in v] for k, v in pieces.items()})
+        ids = encode(self.tokenizer, expanded)
         if isinstance(messages, str) and self.special.bos is not None and (not ids or ids[0] != self.special.bos):
             ids = [self.special.bos] + ids
+        return _inputs(ids, text, [pieces[name][i] for name, i in order])
 
-        out = ModelInputs(input_ids=np.zeros((1, 0), np.int64), prompt=text)
-        if image_sources:
-            out.pixel_values, out.image_position_ids, out.num_soft_tokens_per_image = self.process_images(
-                image_sources, budget, max_pixels)
-        clips_per_input: list[list[int]] = []
-        if audio_sources:
-            processed = self.process_audio(audio_sources, split_audio)
-            clips = [c for p in processed for c in p.clips]
-            out.input_features, out.input_features_mask = audio_mod.batch_clips(
-                clips, self.config.audio_samples_per_token)
-            out.audio_frames_per_clip = [c.shape[0] for c in clips]
-            clips_per_input = [p.frame_counts for p in processed]
-        ids = expand_placeholders(ids, self.special, out.num_soft_tokens_per_image, clips_per_input)
-        out.input_ids = np.asarray([ids], dtype=np.int64)
-        return out
+
+def _inputs(ids: list[int], prompt: str, pieces: list[Piece]) -> ModelInputs:
+    """Stack the rows of the decoded sources (in prompt order) into each modality's arrays."""
+    out = ModelInputs(input_ids=np.asarray([ids], dtype=np.int64), prompt=prompt)
+    rows: dict[str, list] = {m.name: [] for m in MODALITIES}
+    for piece in pieces:
+        for name, more in piece.rows.items():
+            rows[name] += more
+        if isinstance(piece.info, video_mod.ProcessedVideo):
+            out.videos.append(piece.info)
+    for m in MODALITIES:
+        if rows[m.name]:
+            for key, array in m.make_arrays(rows[m.name]).items():
+                setattr(out, key, array)
+    out.num_soft_tokens_per_image = [int((r[1][:, 0] >= 0).sum()) for r in rows["image"]]
+    out.audio_frames_per_clip = [r[0].shape[0] for r in rows["audio"]]
+    return out

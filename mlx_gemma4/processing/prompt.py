@@ -1,14 +1,18 @@
-"""Chat messages → token ids: the checkpoint's own chat template, then placeholder expansion (spec §7).
+"""Chat messages → prompt text: the checkpoint's own chat template, then placeholder expansion.
 
 The template is rendered by the tokenizer (transformers' AutoTokenizer reading the checkpoint's
-``chat_template.jinja``); nothing here re-implements it. Each ``<|image|>`` the template emits becomes
-``<|image>`` + N × ``<|image|>`` + ``<image|>`` and each ``<|audio|>`` one ``<|audio>`` + F × ``<|audio|>``
-+ ``<audio|>`` block per clip. mlx-lm's TokenizerWrapper is not used here because importing it imports
-mlx; the generation layer wraps this same tokenizer for streaming detokenization.
+``chat_template.jinja``); nothing here re-implements it. The template writes one placeholder per
+image/audio/video item; ``expand_text`` replaces each with its blocks (``<|image>`` + N × ``<|image|>``
++ ``<image|>``; one ``<|audio>`` … ``<audio|>`` block per audio clip; per video frame "mm:ss " and an
+image-framed block of ``<|video|>`` tokens) in the text, before tokenizing, as the reference processor
+does, so the text around the placeholders tokenizes exactly as there. mlx-lm's TokenizerWrapper is not
+used here because importing it imports mlx; the generation layer wraps this same tokenizer for
+streaming detokenization.
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, fields
 from pathlib import Path
@@ -17,8 +21,9 @@ from typing import Any
 from jinja2 import TemplateError
 
 from ..errors import InputError, ModelLoadError
+from .modalities import BY_MESSAGE_TYPE, MODALITIES
 
-# Field → (tokenizer_config name, default spelling) of the named special tokens (spec §7.1); a checkpoint's
+# Field → (tokenizer_config name, default spelling) of the named special tokens; a checkpoint's
 # tokenizer_config may spell them differently, so the name wins over the default.
 _NAMED: dict[str, tuple[str | None, str]] = {
     "sot": ("sot_token", "<|turn>"),
@@ -37,7 +42,6 @@ _NAMED: dict[str, tuple[str | None, str]] = {
     "tool_response": (None, "<|tool_response>"),
 }
 _REQUIRED = ("image", "boi", "eoi", "audio", "boa", "eoa")
-_MEDIA_KEYS = {"image": ("image", "path", "url"), "audio": ("audio", "path", "url")}
 
 
 @dataclass(frozen=True)
@@ -63,7 +67,7 @@ class SpecialTokens:
 
     @property
     def stop_ids(self) -> list[int]:
-        """Tokens that end a model turn: ``<eos>``, ``<turn|>`` and ``<|tool_response>`` (spec §7.4)."""
+        """Tokens that end a model turn: ``<eos>``, ``<turn|>`` and ``<|tool_response>``."""
         return [i for i in (self.eos, self.eot, self.tool_response) if i is not None]
 
     def as_dict(self) -> dict[str, int | None]:
@@ -109,11 +113,14 @@ def read_special_tokens(tokenizer: Any) -> SpecialTokens:
     )
 
 
+_TYPES = ", ".join(["text", *BY_MESSAGE_TYPE])
+
+
 @dataclass(frozen=True)
 class MediaRef:
-    """One image/audio item of a conversation, in order: its kind and an inline source (or None)."""
+    """One media item of a conversation, in order: its modality name and an inline source (or None)."""
 
-    kind: str  # "image" or "audio"
+    kind: str  # a modality name: "image", "audio", "video"
     source: Any
 
 
@@ -141,21 +148,22 @@ def normalize_messages(messages: Sequence[Mapping[str, Any]]) -> tuple[list[dict
             if isinstance(item, str):
                 item = {"type": "text", "text": item}
             if not isinstance(item, Mapping) or "type" not in item:
-                raise InputError(f"message {i} item {j}: expected a dict with a 'type' (text, image or audio)")
+                raise InputError(f"message {i} item {j}: expected a dict with a 'type' ({_TYPES})")
             kind = item["type"]
             if kind == "text":
                 if not isinstance(item.get("text"), str):
                     raise InputError(f"message {i} item {j}: a text item needs a string 'text'")
                 items.append({"type": "text", "text": item["text"]})
-            elif kind in _MEDIA_KEYS:
-                sources = [item[k] for k in _MEDIA_KEYS[kind] if item.get(k) is not None]
+            elif kind in BY_MESSAGE_TYPE:
+                keys = BY_MESSAGE_TYPE[kind].source_keys
+                sources = [item[k] for k in keys if item.get(k) is not None]
                 if len(sources) > 1:
-                    raise InputError(f"message {i} item {j}: give one of {', '.join(_MEDIA_KEYS[kind])}, not several")
-                media.append(MediaRef(kind, sources[0] if sources else None))
+                    raise InputError(f"message {i} item {j}: give one of {', '.join(keys)}, not several")
+                media.append(MediaRef(BY_MESSAGE_TYPE[kind].name, sources[0] if sources else None))
                 # The template needs only the type; sources (PIL images, arrays) stay out of Jinja.
                 items.append({"type": kind})
             else:
-                raise InputError(f"message {i} item {j}: unsupported content type {kind!r} (use text, image or audio)")
+                raise InputError(f"message {i} item {j}: unsupported content type {kind!r} (use {_TYPES})")
         msg["content"] = items
         out.append(msg)
     return out, media
@@ -184,39 +192,64 @@ def render(
         raise InputError(f"the chat template rejected the messages: {e}") from e
 
 
+def valid_text(text: str) -> str:
+    """``text`` with lone surrogates decoded: bytes that were not UTF-8 become U+FFFD.
+
+    Python hands non-UTF-8 command-line bytes over as surrogate escapes (``b"\\xff"`` → ``"\\udcff"``),
+    and the tokenizer cannot encode those. Escapes are turned back into their bytes and decoded with
+    replacement, so valid UTF-8 around them is kept; any other lone surrogate becomes U+FFFD too.
+    """
+    try:
+        text.encode("utf-8")
+        return text
+    except UnicodeEncodeError:
+        pass
+    try:
+        raw = text.encode("utf-8", "surrogateescape")
+    except UnicodeEncodeError:  # surrogates that are not escapes (e.g. half of a pair from JSON)
+        raw = text.encode("utf-8", "surrogatepass")
+    return raw.decode("utf-8", "replace")
+
+
 def encode(tokenizer: Any, text: str) -> list[int]:
     """Token ids of rendered text; the template already wrote ``<bos>``, so nothing is added."""
-    return list(tokenizer.encode(text, add_special_tokens=False))
+    return list(tokenizer.encode(valid_text(text), add_special_tokens=False))
 
 
-def expand_placeholders(
-    ids: Sequence[int],
-    special: SpecialTokens,
-    image_tokens: Sequence[int],
-    audio_clip_frames: Sequence[Sequence[int]],
-) -> list[int]:
-    """Replace the i-th image/audio placeholder id with its begin/soft-token/end block(s)."""
-    n_img = sum(1 for t in ids if t == special.image)
-    n_aud = sum(1 for t in ids if t == special.audio)
-    if n_img != len(image_tokens):
-        raise InputError(
-            f"the prompt has {n_img} image placeholder(s) but {len(image_tokens)} image(s) were given "
-            f"(is {_NAMED['image'][1]} typed into the text?)"
-        )
-    if n_aud != len(audio_clip_frames):
-        raise InputError(
-            f"the prompt has {n_aud} audio placeholder(s) but {len(audio_clip_frames)} audio input(s) were given "
-            f"(is {_NAMED['audio'][1]} typed into the text?)"
-        )
-    images, audios = iter(image_tokens), iter(audio_clip_frames)
-    out: list[int] = []
-    for t in ids:
-        if t == special.image:
-            out += [special.boi] + [special.image] * next(images) + [special.eoi]
-        elif t == special.audio:
-            # A long recording split into clips becomes consecutive audio blocks, one per clip.
-            for frames in next(audios):
-                out += [special.boa] + [special.audio] * frames + [special.eoa]
-        else:
-            out.append(t)
-    return out
+def token_strings(tokenizer: Any, special: SpecialTokens) -> dict[str, str]:
+    """``SpecialTokens`` field → the token's text, for the tokens a modality's blocks are written with."""
+    names = {f for m in MODALITIES for f in (m.placeholder, m.begin, m.end)}
+    return {f: tokenizer.convert_ids_to_tokens(getattr(special, f)) for f in names if getattr(special, f) is not None}
+
+
+def expand_text(
+    text: str, tokens: Mapping[str, str], replacements: Mapping[str, Sequence[str]]
+) -> tuple[str, list[tuple[str, int]]]:
+    """Replace the i-th placeholder of each modality with ``replacements[name][i]``.
+
+    Returns the expanded text and the placeholders met, in text order, as (modality name, i).
+    """
+    kinds = {tokens[m.placeholder]: m.name for m in MODALITIES if m.placeholder in tokens}
+    for m in MODALITIES:
+        found = text.count(tokens[m.placeholder]) if m.placeholder in tokens else 0
+        given = len(replacements.get(m.name, ()))
+        if m.placeholder not in tokens and given:
+            raise InputError(f"this tokenizer has no {m.name} placeholder token: it cannot take {m.argument}")
+        if found != given:
+            raise InputError(
+                f"the prompt has {found} {m.name} placeholder(s) but {given} {m.name} input(s) were given "
+                f"(is {tokens.get(m.placeholder, m.placeholder)} typed into the text?)"
+            )
+    order: list[tuple[str, int]] = []
+    seen = dict.fromkeys(kinds.values(), 0)
+
+    def replace(match: re.Match) -> str:
+        name = kinds[match.group(0)]
+        order.append((name, seen[name]))
+        seen[name] += 1
+        return replacements[name][seen[name] - 1]
+
+    if not kinds:
+        return text, order
+    pattern = re.compile("|".join(re.escape(t) for t in sorted(kinds, key=len, reverse=True)))
+    return pattern.sub(replace, text), order

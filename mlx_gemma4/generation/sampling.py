@@ -9,7 +9,6 @@ because speculative sampling needs the target's distribution, not just a draw fr
 from __future__ import annotations
 
 import json
-import math
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -18,7 +17,7 @@ from typing import Any
 import mlx.core as mx
 from mlx_lm.sample_utils import apply_min_p, apply_top_k, apply_top_p
 
-from .errors import InputError
+from .request import GenerationRequest
 
 # Spec §7.4: what the converter writes; used when a checkpoint has no generation_config.json.
 _FALLBACK = {"temperature": 1.0, "top_k": 64, "top_p": 0.95, "eos_token_id": [1, 106, 50]}
@@ -107,16 +106,8 @@ def resolve_params(
     p = defaults.top_p if top_p is None else top_p
     m = defaults.min_p if min_p is None else min_p
     r = defaults.repetition_penalty if repetition_penalty is None else repetition_penalty
-    if not isinstance(t, (int, float)) or not math.isfinite(t) or t < 0:
-        raise InputError(f"temperature must be a finite number >= 0, got {t!r}")
-    if not isinstance(k, int) or isinstance(k, bool) or k < 0:
-        raise InputError(f"top_k must be an integer >= 0 (0 = off), got {k!r}")
-    if not isinstance(p, (int, float)) or not 0 < p <= 1:
-        raise InputError(f"top_p must be in (0, 1], got {p!r}")
-    if not isinstance(m, (int, float)) or not 0 <= m < 1:
-        raise InputError(f"min_p must be in [0, 1), got {m!r}")
-    if not isinstance(r, (int, float)) or not math.isfinite(r) or r <= 0:
-        raise InputError(f"repetition_penalty must be a number > 0 (1 = off), got {r!r}")
+    # The caller's values were checked by GenerationRequest; this catches a checkpoint's odd defaults.
+    GenerationRequest(temperature=t, top_k=k, top_p=p, min_p=m, repetition_penalty=r)
     return SamplingParams(float(t), int(k), float(p), float(m), float(r), suppress_tokens=defaults.suppress_tokens)
 
 
@@ -181,3 +172,46 @@ def apply_processors(procs, history: mx.array | None, logits: mx.array) -> mx.ar
     for p in procs:
         logits = p(history, logits)
     return logits
+
+
+def sampling_params(model, request: GenerationRequest, thought_open_id: int | None) -> SamplingParams:
+    """The request's sampling settings over the checkpoint's; with thinking off the model cannot open a thought."""
+    r = request
+    params = resolve_params(model_defaults(model), r.temperature, r.top_k, r.top_p, r.min_p, r.repetition_penalty)
+    if not r.thinking and thought_open_id is not None:
+        params = params.with_suppressed([thought_open_id])
+    return params
+
+
+class TokenSampler:
+    """Logits (B, V) → token ids (B,): our processors, then the caller's (mlx-lm style), then the sampler.
+
+    The caller's processors get ``(tokens, logits)`` one row at a time, as mlx-lm passes them: the
+    row's token history (prompt and generated, 1-D) and its logits (1, V).
+    """
+
+    def __init__(self, params: SamplingParams, request: GenerationRequest, vocab_size: int, prompt_ids: mx.array):
+        self.procs = make_processors(params, vocab_size)
+        self.user_procs = request.logits_processors
+        self.sample = request.sampler or make_sampler(params)
+        self.history = None
+        if self.user_procs:
+            self.history = prompt_ids.astype(mx.int32)
+        elif params.repetition_penalty != 1.0:
+            self.history = prompt_ids[:, -params.repetition_context:].astype(mx.int32)
+
+    def __call__(self, logits: mx.array) -> mx.array:
+        """Sample the next token of every row (and remember it)."""
+        logits = apply_processors(self.procs, self.history, logits)
+        if self.user_procs:
+            rows = []
+            for r in range(logits.shape[0]):
+                row = logits[r : r + 1]
+                for p in self.user_procs:
+                    row = p(self.history[r], row)
+                rows.append(row)
+            logits = mx.concatenate(rows, axis=0) if len(rows) > 1 else rows[0]
+        y = self.sample(logits).astype(mx.int32).reshape(-1)
+        if self.history is not None:
+            self.history = mx.concatenate([self.history, y[:, None]], axis=1)
+        return y

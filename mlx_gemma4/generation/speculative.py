@@ -22,8 +22,8 @@ from collections.abc import Iterator
 import mlx.core as mx
 from mlx_lm.models.cache import QuantizedKVCache
 
-from .errors import InputError
-from .prefill import SlidingKVCache, cache_offset, trim_cache
+from ..errors import InputError
+from ..model.cache import SlidingKVCache, cache_offset, trim_cache
 from .sampling import SamplingParams, apply_processors, filtered_logprobs, make_processors
 from .stats import GenerationStats
 
@@ -72,12 +72,9 @@ def speculative_steps(
     num_draft: int,
     stats: GenerationStats,
     mode: str = "on",
-) -> Iterator[list[int]]:
-    """Yield the tokens of each target step (1 to k + 1 at a time); counts go into ``stats``."""
-    if logits.shape[0] != 1:
-        raise InputError("speculative decoding runs one sequence at a time")
-    if params.repetition_penalty != 1.0:
-        raise InputError("repetition_penalty is not supported with speculative decoding")
+    stream=None,
+) -> Iterator[list[list[int]]]:
+    """Yield the tokens of each target step (1 to k + 1 at a time, as a one-row step); counts go into ``stats``."""
     procs = make_processors(params, logits.shape[-1])
 
     def dist(lg: mx.array) -> mx.array:
@@ -87,7 +84,7 @@ def speculative_steps(
         return
     y = _sample_row(dist(logits), params).reshape(1).astype(mx.int32)
     h = hidden
-    yield y.tolist()
+    yield [y.tolist()]
     n = 1
     cost = {"spec": None, "plain": None}  # seconds per emitted token (EMA)
     it = 0
@@ -96,29 +93,36 @@ def speculative_steps(
         k = min(num_draft, max_tokens - n - 1)  # never put more in the cache than will be emitted
         use_spec = k > 0 and (mode == "on" or _choose(cost, it) == "spec")
         t0 = time.perf_counter()
-        if use_spec:
-            drafts = drafter.draft(model, y, h, shared_kv(model, cache), cache_offset(cache), k)  # (1, k)
-            out, hs = model(mx.concatenate([y[:, None], drafts], axis=1), cache=cache, return_hidden=True)
-            m, nxt = verify(dist(out[0]), drafts[0], params)
-            mx.eval(m, nxt, drafts)
-            m_host = int(m.item())
-            tokens = [*drafts[0, :m_host].tolist(), int(nxt.item())]
-            trim_cache(cache, k - m_host)
-            h = hs[:, m_host]
-            stats.draft_tokens += k
-            stats.accepted_tokens += m_host
-        else:
-            out, hs = model(y[:, None], cache=cache, return_hidden=True)
-            nxt = _sample_row(dist(out[0, -1]), params)
-            tokens = [int(nxt.item())]
-            h = hs[:, -1]
+        with mx.stream(stream):
+            tokens, h = _round(model, drafter, cache, y, h, k, dist, params, stats) if use_spec else _plain(
+                model, cache, y, dist, params)
         stats.target_steps += 1
         spent = (time.perf_counter() - t0) / len(tokens)
         key = "spec" if use_spec else "plain"
         cost[key] = spent if cost[key] is None else (1 - EMA) * cost[key] + EMA * spent
         y = mx.array(tokens[-1:], dtype=mx.int32)
         n += len(tokens)
-        yield tokens
+        yield [tokens]
+
+
+def _round(model, drafter, cache, y, h, k: int, dist, params: SamplingParams, stats: GenerationStats):
+    """One speculative round → (emitted tokens, the hidden state that seeds the next round)."""
+    drafts = drafter.draft(model, y, h, shared_kv(model, cache), cache_offset(cache), k)  # (1, k)
+    out, hs = model(mx.concatenate([y[:, None], drafts], axis=1), cache=cache, return_hidden=True)
+    m, nxt = verify(dist(out[0]), drafts[0], params)
+    mx.eval(m, nxt, drafts)
+    m_host = int(m.item())
+    trim_cache(cache, k - m_host)
+    stats.draft_tokens += k
+    stats.accepted_tokens += m_host
+    return [*drafts[0, :m_host].tolist(), int(nxt.item())], hs[:, m_host]
+
+
+def _plain(model, cache, y, dist, params: SamplingParams):
+    """One plain target step → ([token], its hidden state)."""
+    out, hs = model(y[:, None], cache=cache, return_hidden=True)
+    nxt = _sample_row(dist(out[0, -1]), params)
+    return [int(nxt.item())], hs[:, -1]
 
 
 def _choose(cost: dict, it: int) -> str:
@@ -129,25 +133,3 @@ def _choose(cost: dict, it: int) -> str:
         return "plain"
     best, other = ("spec", "plain") if cost["spec"] <= cost["plain"] else ("plain", "spec")
     return other if it % EXPLORE_EVERY == 0 else best
-
-
-class ForcedDrafter:
-    """A stand-in drafter that proposes a known continuation (e.g. the target's own greedy output).
-
-    It measures the mechanism's best case (every draft accepted, no drafter compute); ``wrong_every``
-    corrupts every n-th proposal so tests can exercise partial acceptance and cache trimming.
-    """
-
-    def __init__(self, sequence: list[int], wrong_every: int = 0, vocab_size: int = 0):
-        self.sequence, self.wrong_every, self.vocab_size = list(sequence), wrong_every, vocab_size
-
-    def draft(self, target, token: mx.array, hidden: mx.array, shared_kv: dict, position: int, k: int) -> mx.array:
-        """The k tokens that follow absolute position ``position`` in the known sequence."""
-        out = []
-        for j in range(k):
-            i = position + 1 + j
-            tok = self.sequence[i] if i < len(self.sequence) else 0
-            if self.wrong_every and i % self.wrong_every == 0:
-                tok = (tok + 1) % max(self.vocab_size, tok + 2)
-            out.append(tok)
-        return mx.array([out], dtype=mx.int32)

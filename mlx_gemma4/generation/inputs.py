@@ -1,0 +1,108 @@
+"""What a generation starts from: a prompt (text, chat messages or token ids) → ``PreparedInput``.
+
+Token ids are checked against the vocabulary here, where they enter from the caller: an id past
+the embedding table would crash the process instead of raising an error.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import mlx.core as mx
+import numpy as np
+
+from ..errors import InputError
+from ..model.gemma4 import check_token_ids
+from .request import as_sources
+
+ARRAY_KEYS = (
+    "pixel_values", "image_position_ids", "input_features", "input_features_mask",
+    "pixel_values_videos", "video_position_ids",
+)
+
+
+@dataclass
+class PreparedInput:
+    """Token ids (1, T) and the multimodal arrays that go with them."""
+
+    input_ids: np.ndarray
+    arrays: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def length(self) -> int:
+        """Number of tokens."""
+        return int(self.input_ids.shape[1])
+
+
+def tokenizer_of(processor):
+    """The tokenizer inside a processor (a bare tokenizer is accepted too; None stays None)."""
+    return getattr(processor, "tokenizer", processor) if processor is not None else None
+
+
+def user_message(text: str, media: dict[str, list]) -> dict:
+    """One user turn: a placeholder per image/audio/video given separately, then the text."""
+    content = [{"type": kind} for kind, sources in media.items() for _ in sources]
+    return {"role": "user", "content": [*content, {"type": "text", "text": text}]}
+
+
+def media_lists(model, images, audio, videos) -> dict[str, list]:
+    """The media arguments as lists (a single source accepted), refused if the checkpoint cannot take them."""
+    media = {"image": as_sources(images), "audio": as_sources(audio), "video": as_sources(videos)}
+    if (media["image"] or media["video"]) and model.config.vision_config is None:
+        raise InputError("this checkpoint has no vision embedder: it cannot take images or videos")
+    if media["audio"] and model.config.audio_config is None:
+        raise InputError("this checkpoint has no audio embedder: it cannot take audio")
+    return media
+
+
+def prepare_input(model, processor, prompt, images=(), audio=(), videos=(), thinking: bool = False) -> PreparedInput:
+    """Normalise a prompt: text (one user turn), chat messages, or pre-tokenised ids/arrays → PreparedInput."""
+    media = media_lists(model, images, audio, videos)
+    if isinstance(prompt, PreparedInput):
+        return _checked(model, prompt)
+    if isinstance(prompt, (str, list)) and not (isinstance(prompt, list) and prompt and isinstance(prompt[0], int)):
+        if processor is None:
+            raise InputError("text or chat messages need a processor (tokenizer); pass token ids instead")
+        messages = [user_message(prompt, media)] if isinstance(prompt, str) else prompt
+        return encode_messages(model, processor, messages, media, thinking)
+    if any(media.values()):
+        raise InputError("pass images/audio/videos with text or messages; pre-tokenised input carries its own arrays")
+    if isinstance(prompt, dict):
+        return _from_mapping(model, prompt)
+    if hasattr(prompt, "input_ids"):
+        return _from_mapping(model, {k: getattr(prompt, k, None) for k in ("input_ids", *ARRAY_KEYS)})
+    if isinstance(prompt, (list, tuple, np.ndarray, mx.array)):
+        return _from_mapping(model, {"input_ids": prompt})
+    raise InputError(f"unsupported prompt type {type(prompt).__name__}")
+
+
+def encode_messages(model, processor, messages: list, media: dict[str, list], thinking: bool) -> PreparedInput:
+    """Render and tokenise chat messages with their media through the processor."""
+    kwargs = {"videos": media["video"]} if media["video"] else {}
+    enc = processor(messages, images=media["image"] or None, audio=media["audio"] or None,
+                    enable_thinking=thinking, **kwargs)
+    if not isinstance(enc, dict):  # the processor returns an object with array attributes
+        enc = {k: getattr(enc, k, None) for k in ("input_ids", *ARRAY_KEYS)}
+    return _from_mapping(model, enc)
+
+
+def _from_mapping(model, d: dict) -> PreparedInput:
+    ids = np.asarray(d.get("input_ids"))
+    if ids.ndim == 1:
+        ids = ids[None]
+    if ids.ndim != 2 or ids.shape[0] != 1 or ids.shape[1] == 0 or not np.issubdtype(ids.dtype, np.integer):
+        raise InputError(f"input_ids must be one non-empty row of integers, got shape {ids.shape} ({ids.dtype})")
+    return _checked(model, PreparedInput(ids, {k: d[k] for k in ARRAY_KEYS if d.get(k) is not None}))
+
+
+def _checked(model, inp: PreparedInput) -> PreparedInput:
+    return PreparedInput(check_token_ids(inp.input_ids, model.config), inp.arrays)
+
+
+def check_stop_ids(model, ids) -> None:
+    """Stop token ids must be in the vocabulary too (an id the model can never produce is a typo)."""
+    vocab = model.config.text_config.vocab_size
+    for i in ids:
+        if not 0 <= i < vocab:
+            raise InputError(f"stop token id {i} is outside the vocabulary (0 to {vocab - 1})")

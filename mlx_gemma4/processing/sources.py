@@ -1,0 +1,43 @@
+"""The one check of a file path given as an image or audio source, before any byte of it is decoded."""
+
+from __future__ import annotations
+
+import os
+import stat
+from pathlib import Path
+
+from ..errors import InputError
+
+# Schemes a user may paste instead of a local path; nothing here downloads files.
+_URL_PREFIXES = ("http://", "https://", "ftp://", "s3://", "gs://", "data:")
+
+
+def check_path(source: str | os.PathLike, name: str) -> Path:
+    """The local regular file ``source`` names, or InputError (URL, missing, folder, not a file, empty)."""
+    text = os.fsdecode(source)
+    if text.lower().startswith(_URL_PREFIXES):
+        raise InputError(f"{name}: URLs are not fetched (no network access here); download the file first")
+    path = Path(text)
+    try:
+        info = path.stat()
+    except (FileNotFoundError, NotADirectoryError):
+        raise InputError(f"{name}: no such file") from None
+    except OSError as e:
+        raise InputError(f"{name}: cannot access file ({e.strerror or e})") from e
+    if stat.S_ISDIR(info.st_mode):
+        raise InputError(f"{name}: is a folder, not a file")
+    if not stat.S_ISREG(info.st_mode):
+        # A FIFO or device would block or stream forever; only regular files are read.
+        raise InputError(f"{name}: not a regular file")
+    if info.st_size == 0:
+        raise InputError(f"{name}: empty file (0 bytes)")
+    return path
+
+
+def open_binary(path: Path, name: str):
+    """``path`` opened for reading bytes, or InputError naming it (permissions, I/O errors)."""
+    try:
+        return open(path, "rb")  # noqa: SIM115 - the caller closes it with ``with``
+    except OSError as e:
+        raise InputError(f"{name}: cannot read file ({e.strerror or e})") from e
+
