@@ -9,7 +9,6 @@ from typing import Annotated
 
 import typer
 from rich.console import Console
-from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, ProgressColumn, TextColumn, TimeRemainingColumn
 from rich.text import Text
 
@@ -59,17 +58,6 @@ def stop_on_sigint():
         signal.signal(signal.SIGINT, previous)
 
 
-def usage_checked(make):
-    """Run a job's argument/input checks: an InputError there is a usage error, one line and exit status 2."""
-    from mlx_gemma4.errors import InputError
-
-    try:
-        return make()
-    except InputError as e:
-        err.print(f"[bold red]error:[/bold red] {escape(str(e))}", soft_wrap=True)
-        raise typer.Exit(2) from None
-
-
 def summary_line(s, where: str) -> str:
     """done, skipped, failed, items/min, tokens/s."""
     return (f"done {s.done}, skipped {s.skipped}, failed {s.failed} of {s.total} in {s.seconds:.1f} s: "
@@ -95,14 +83,16 @@ def caption_cmd(
     thinking: Thinking = False,
 ) -> None:
     """Caption every image / audio / video file: one row per file (jsonl, csv) or NAME.txt files; resumable."""
+    from mlx_gemma4.generation.request import GenerationRequest
     from mlx_gemma4.jobs.caption import CaptionJob
     from mlx_gemma4.jobs.runner import JobOptions, worker_count
 
-    job = usage_checked(lambda: CaptionJob(inputs, out, fmt=fmt, recursive=recursive, resume=resume))
+    # Checked before the model loads: a bad flag, input or output is a usage error (exit 2) at once.
+    request = GenerationRequest(max_tokens=max_tokens, temperature=temp, top_p=top_p, top_k=top_k, seed=seed,
+                                thinking=thinking)
+    job = CaptionJob(inputs, out, fmt=fmt, recursive=recursive, resume=resume)
     opts = JobOptions(prompt=prompt, system=system, image_tokens=image_tokens, batch_size=batch_size,
-                      workers=worker_count(),
-                      generation=dict(max_tokens=max_tokens, temperature=temp, top_p=top_p, top_k=top_k, seed=seed,
-                                      thinking=thinking))
+                      workers=worker_count(), request=request)
     where = str(out) if out is not None else "NAME.txt beside each file"
     rank = f"rank {job.cluster.rank}/{job.cluster.size}: " if job.cluster.size > 1 else ""
     m, processor = _load(model)

@@ -10,8 +10,6 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
-
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 CLI = [sys.executable, "-m", "mlx_gemma4.cli.app"]
 FAST = ["--temp", "0", "--max-tokens", "4"]
@@ -69,21 +67,3 @@ def env_without_launcher() -> dict[str, str]:
     """The environment minus any distributed launcher variables (a plain single-process run)."""
     return {k: v for k, v in os.environ.items() if k not in ("MLX_RANK", "MLX_HOSTFILE", "OMPI_COMM_WORLD_RANK")}
 
-
-def worded_checkpoint(src: Path, dst: Path) -> Path:
-    """A copy of a tiny checkpoint whose greedy output is visible text: the embedding rows (= the tied head's
-    rows) of ids the stand-in tokenizer cannot spell are zeroed, so a word or a stop token always wins."""
-    from safetensors.numpy import load_file, save_file
-
-    shutil.copytree(src, dst)
-    vocab = json.loads((dst / "tokenizer.json").read_text())["model"]["vocab"]
-    keep = sorted(vocab.values())
-    for shard in dst.glob("*.safetensors"):
-        tensors = load_file(shard)
-        for name, t in tensors.items():
-            if name.endswith("embed_tokens.weight"):
-                mask = np.ones(t.shape[0], bool)
-                mask[keep] = False
-                tensors[name] = np.where(mask[:, None], 0, t).astype(t.dtype)
-        save_file(tensors, shard, metadata={"format": "pt"})
-    return dst

@@ -24,10 +24,3 @@ def real_geometry_ckpt(tmp_path_factory):
         seed=1,
     )
 
-
-@pytest.fixture(scope="session")
-def worded_ckpt(tiny_ckpt, tmp_path_factory):
-    """The tiny checkpoint made to write words (caption / transcribe tests compare visible text)."""
-    from tests.caption_helpers import worded_checkpoint
-
-    return worded_checkpoint(tiny_ckpt.path, tmp_path_factory.mktemp("worded") / "ckpt")

@@ -60,12 +60,12 @@ def rank_pid(rank: int, marker: str) -> int:
 
 
 @pytest.fixture(scope="module")
-def job(worded_ckpt, tmp_path_factory):
+def job(tiny_ckpt, tmp_path_factory):
     """A folder of 13 items and the single-process reference captions of it."""
     tmp = tmp_path_factory.mktemp("dist")
     folder = media_folder(tmp / "media", copies=8)
     ref = tmp / "single.jsonl"
-    args = ["caption", folder, "--model", worded_ckpt, "--temp", "0", "--max-tokens", "6", "-b", "2"]
+    args = ["caption", folder, "--model", tiny_ckpt, "--temp", "0", "--max-tokens", "6", "-b", "2"]
     result = run_cli(*args, "--out", ref, env=env_without_launcher())
     assert result.returncode == 1, result.stderr  # broken.jpg
     return args, jsonl_rows(ref)

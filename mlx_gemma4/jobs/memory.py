@@ -55,5 +55,5 @@ def default_batch_size(model, opts) -> int:
     if free is None:
         return 1
     prompt = (opts.image_tokens or DEFAULT_BUDGET) + 64  # the image (or ≤ 30 s of audio ≈ 750) + template
-    per_row = row_bytes(model.config.text_config, prompt, int(opts.generation.get("max_tokens", 256)))
+    per_row = row_bytes(model.config.text_config, prompt, opts.request.max_tokens)
     return max(1, min(MAX_DEFAULT_BATCH, int(0.5 * free) // max(per_row, 1)))

@@ -12,12 +12,13 @@ import inspect
 import os
 import time
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
 from ..errors import Gemma4Error, InputError
+from ..generation.request import GenerationRequest
 from .inputs import Item
 from .memory import default_batch_size
 
@@ -37,7 +38,7 @@ class JobOptions:
     image_tokens: int | None = None  # image soft-token budget (None: the checkpoint's)
     batch_size: int | None = None  # None: default_batch_size()
     workers: int = 2  # preprocessing threads
-    generation: dict[str, Any] = field(default_factory=dict)  # max_tokens, temperature, top_p, top_k, seed, thinking
+    request: GenerationRequest = field(default_factory=GenerationRequest)  # max_tokens, sampling, thinking
 
 
 @dataclass
@@ -81,7 +82,7 @@ def preprocess(processor, item: Item, opts: JobOptions):
         media["videos"] = [str(item.path)]
     else:
         media["images" if item.kind == "image" else "audio"] = [str(item.path)]
-    return processor(build_messages(item, opts), **media, enable_thinking=bool(opts.generation.get("thinking")),
+    return processor(build_messages(item, opts), **media, enable_thinking=opts.request.thinking,
                      image_budget=opts.image_tokens)
 
 
@@ -92,19 +93,22 @@ def error_row(item: Item, err: BaseException, seconds: float) -> dict[str, Any]:
             "seconds": round(seconds, 3), "finish_reason": "error", "error": msg}
 
 
-def generate_rows(model, processor, batch: Sequence[tuple[Item, Any]], generation: dict[str, Any]) -> list[dict]:
-    """Decode a batch of preprocessed items together → one row per item (in order)."""
-    from ..batch import batch_generate
+def stream_rows(model, processor, batch: Sequence[tuple[Item, Any]], request: GenerationRequest) -> Iterator[dict]:
+    """Decode a batch of preprocessed items together; yields ``(index, row)`` as each row finishes (its own
+    tokens and time: ``seconds`` runs from the batch's start to that row's last token)."""
+    from ..generation import stream_batch
 
     start = time.perf_counter()
-    results = batch_generate(model, processor, [inp for _, inp in batch], **generation)
-    seconds = time.perf_counter() - start
-    return [
-        {"file_name": item.file_name, "caption": r.text, "prompt_tokens": int(inp.input_ids.shape[1]),
-         "generation_tokens": len(r.token_ids), "seconds": round(seconds, 3),
-         "finish_reason": r.stats.finish_reason, "error": None}
-        for (item, inp), r in zip(batch, results, strict=True)
-    ]
+    texts: list[list[str]] = [[] for _ in batch]
+    for r, chunk in stream_batch(model, processor, [inp for _, inp in batch], request=request):
+        if chunk.channel == "answer":
+            texts[r].append(chunk.text)
+        if chunk.stats is not None:
+            st = chunk.stats
+            yield r, {"file_name": batch[r][0].file_name, "caption": "".join(texts[r]),
+                      "prompt_tokens": st.prompt_tokens, "generation_tokens": st.generation_tokens,
+                      "seconds": round(time.perf_counter() - start, 3), "finish_reason": st.finish_reason,
+                      "error": None}
 
 
 class _Job:
@@ -127,17 +131,18 @@ class _Job:
     def decode(self, batch: list[tuple[Item, Any]]) -> None:
         """Decode ``batch``; if it fails as a whole, each item alone (so only the culprit gets an error row)."""
         start = time.perf_counter()
+        written: set[int] = set()
         try:
-            rows = generate_rows(self.model, self.processor, batch, self.opts.generation)
+            for r, row in stream_rows(self.model, self.processor, batch, self.opts.request):
+                self.emit(row)  # at once: a row never waits for the batch's longest caption to be saved
+                written.add(r)
         except Exception as e:  # noqa: BLE001 - recorded in the rows below, never dropped
+            rest = [one for r, one in enumerate(batch) if r not in written]
             if len(batch) == 1:
                 self.emit(error_row(batch[0][0], e, time.perf_counter() - start))
                 return
-            for one in batch:
+            for one in rest:
                 self.decode([one])
-            return
-        for row in rows:
-            self.emit(row)
 
 
 def _prepared(item: Item, fut: Future, job: _Job) -> Any | None:
