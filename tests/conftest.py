@@ -23,4 +23,3 @@ def real_geometry_ckpt(tmp_path_factory):
         top=SMALL_VOCAB_IDS,
         seed=1,
     )
-
