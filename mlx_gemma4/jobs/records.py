@@ -13,7 +13,7 @@ import io
 import json
 import os
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -98,30 +98,31 @@ def read_rows(path: Path, fmt: str) -> Iterator[dict[str, Any]]:
         yield row
 
 
-def encode_row(row: dict[str, Any], fmt: str) -> bytes:
+def encode_row(row: dict[str, Any], fmt: str, columns: tuple[str, ...] = COLUMNS) -> bytes:
     """One row as the bytes appended to the file (always ending with a newline)."""
     if fmt == "jsonl":
-        return (json.dumps({k: row.get(k) for k in COLUMNS}, ensure_ascii=False) + "\n").encode("utf-8")
+        return (json.dumps({k: row.get(k) for k in columns}, ensure_ascii=False) + "\n").encode("utf-8")
     buf = io.StringIO()
-    csv.writer(buf, lineterminator="\n").writerow(["" if row.get(k) is None else row.get(k) for k in COLUMNS])
+    csv.writer(buf, lineterminator="\n").writerow(["" if row.get(k) is None else row.get(k) for k in columns])
     return buf.getvalue().encode("utf-8")
 
 
 class FileSink:
     """An append-only JSONL/CSV output: repairs a torn tail, knows which items are in it, appends rows."""
 
-    def __init__(self, path: Path, fmt: str):
-        self.path, self.fmt = Path(path), fmt
+    def __init__(self, path: Path, fmt: str, columns: tuple[str, ...] = COLUMNS,
+                 key: Callable[[dict[str, Any]], str] = lambda row: row["file_name"]):
+        self.path, self.fmt, self.columns, self.key = Path(path), fmt, columns, key
         self.repaired_bytes = 0
         self.done: set[str] = set()
         _check_writable(self.path)
         if self.path.exists() and self.path.stat().st_size:
             self.repaired_bytes = repair_tail(self.path, fmt)
-            self.done = {r["file_name"] for r in read_rows(self.path, fmt)}
+            self.done = {key(r) for r in read_rows(self.path, fmt)}
         # O_APPEND: every write lands at the end, never over earlier rows.
         self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
         if fmt == "csv" and os.fstat(self._fd).st_size == 0:
-            self._write(",".join(COLUMNS).encode() + b"\n")
+            self._write(",".join(columns).encode() + b"\n")
         self._synced_at = time.monotonic()
 
     def _write(self, data: bytes) -> None:
@@ -131,8 +132,8 @@ class FileSink:
 
     def write(self, row: dict[str, Any]) -> None:
         """Append one row now (visible to a reader at once); fsync if the last one is a while ago."""
-        self._write(encode_row(row, self.fmt))
-        self.done.add(row["file_name"])
+        self._write(encode_row(row, self.fmt, self.columns))
+        self.done.add(self.key(row))
         if time.monotonic() - self._synced_at >= FSYNC_EVERY_S:
             self.sync()
 

@@ -93,22 +93,26 @@ def error_row(item: Item, err: BaseException, seconds: float) -> dict[str, Any]:
             "seconds": round(seconds, 3), "finish_reason": "error", "error": msg}
 
 
-def stream_rows(model, processor, batch: Sequence[tuple[Item, Any]], request: GenerationRequest) -> Iterator[dict]:
-    """Decode a batch of preprocessed items together; yields ``(index, row)`` as each row finishes (its own
-    tokens and time: ``seconds`` runs from the batch's start to that row's last token)."""
+def stream_texts(model, processor, inputs: Sequence[Any], request: GenerationRequest) -> Iterator[tuple]:
+    """Decode preprocessed inputs together; yields ``(index, answer text, stats, seconds)`` as each row
+    finishes (``seconds`` runs from the batch's start to that row's last token)."""
     from ..generation import stream_batch
 
     start = time.perf_counter()
-    texts: list[list[str]] = [[] for _ in batch]
-    for r, chunk in stream_batch(model, processor, [inp for _, inp in batch], request=request):
+    texts: list[list[str]] = [[] for _ in inputs]
+    for r, chunk in stream_batch(model, processor, list(inputs), request=request):
         if chunk.channel == "answer":
             texts[r].append(chunk.text)
         if chunk.stats is not None:
-            st = chunk.stats
-            yield r, {"file_name": batch[r][0].file_name, "caption": "".join(texts[r]),
-                      "prompt_tokens": st.prompt_tokens, "generation_tokens": st.generation_tokens,
-                      "seconds": round(time.perf_counter() - start, 3), "finish_reason": st.finish_reason,
-                      "error": None}
+            yield r, "".join(texts[r]), chunk.stats, round(time.perf_counter() - start, 3)
+
+
+def stream_rows(model, processor, batch: Sequence[tuple[Item, Any]], request: GenerationRequest) -> Iterator[tuple]:
+    """Caption rows of a batch of preprocessed items, as ``(index, row)`` in the order they finish."""
+    for r, text, st, seconds in stream_texts(model, processor, [inp for _, inp in batch], request):
+        yield r, {"file_name": batch[r][0].file_name, "caption": text, "prompt_tokens": st.prompt_tokens,
+                  "generation_tokens": st.generation_tokens, "seconds": seconds,
+                  "finish_reason": st.finish_reason, "error": None}
 
 
 class _Job:
