@@ -111,7 +111,48 @@ def caption_cmd(
         raise typer.Exit(1)
 
 
+def transcribe_cmd(
+    audio: Annotated[list[str], typer.Argument(help="Audio files (any length), globs or @list.txt.",
+                                               show_default=False)],
+    model: Model,
+    out: Annotated[Path | None, typer.Option("--out", "-o", help="Output file (a folder for several inputs); "
+                                             "default: print the transcript.")] = None,
+    fmt: Annotated[str | None, typer.Option("--format", "-f", help="txt | srt | jsonl (default: from --out).")] = None,
+    translate_to: Annotated[str | None, typer.Option("--translate-to", help="Translate into this language.")] = None,
+    resume: Resume = True,
+    batch_size: Annotated[int, typer.Option("--batch-size", "-b", min=1, help="Blocks decoded together.")] = 4,
+    max_tokens: MaxTokens = 512,
+    temp: Temp = 0.0,
+    seed: Seed = None,
+) -> None:
+    """Transcribe (or translate) speech: ≤ 30 s blocks cut on silence, stitched in order; resumable."""
+    from mlx_gemma4.generation.request import GenerationRequest
+    from mlx_gemma4.jobs.transcribe import TranscribeJob
+
+    request = GenerationRequest(max_tokens=max_tokens, temperature=temp, seed=seed)
+    job = TranscribeJob(audio, out, fmt, resume=resume, translate_to=translate_to)
+    m, processor = _load(model)
+    with stop_on_sigint() as should_stop, progress_bar() as bar:
+        task = bar.add_task("transcribing blocks", total=0)
+        summary = job.run(m, processor, request, batch_size,
+                          on_blocks=lambda n: bar.update(task, total=bar.tasks[0].total + n),
+                          on_row=lambda row: bar.advance(task), should_stop=should_stop)
+    for item, text in job.finish(summary):
+        if len(job.items) > 1:
+            typer.echo(f"== {item.file_name}")
+        typer.echo(text, nl=False)
+    err.print(f"files done {summary.done}, skipped {summary.skipped}, failed {summary.failed} of {summary.total} "
+              f"in {summary.seconds:.1f} s, {summary.tokens_per_s:.1f} tok/s → {out or 'stdout'}",
+              markup=False, highlight=False)
+    if summary.interrupted:
+        err.print("interrupted: finished blocks are saved; run the same command again to resume", style="yellow")
+        raise typer.Exit(130)
+    if summary.failed:
+        raise typer.Exit(1)
+
+
 def register(app: typer.Typer) -> None:
     """Add ``caption`` and ``transcribe`` to the root app."""
     app.command("caption")(caption_cmd)
+    app.command("transcribe")(transcribe_cmd)
 

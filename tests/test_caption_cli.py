@@ -20,7 +20,7 @@ def folder(tmp_path_factory):
 def full_run(tiny_ckpt, folder, tmp_path_factory):
     """One uninterrupted JSONL run over the folder (recursive): the reference for the other formats."""
     out = tmp_path_factory.mktemp("full") / "captions.jsonl"
-    result = run_cli("caption", folder, "-r", "--out", out, "--model", tiny_ckpt, "-b", "2", *FAST)
+    result = run_cli("caption", folder, "-r", "--out", out, "--model", tiny_ckpt.path, "-b", "2", *FAST)
     return result, out
 
 
@@ -46,7 +46,7 @@ def test_jsonl_rows_in_order_with_an_error_row(full_run):
 def test_csv_and_txt_hold_the_same_captions(tiny_ckpt, folder, full_run, tmp_path):
     expected = {r["file_name"]: r for r in jsonl_rows(full_run[1])}
     out = tmp_path / "captions.csv"
-    result = run_cli("caption", folder, "-r", "--out", out, "--model", tiny_ckpt, "-b", "3", *FAST)
+    result = run_cli("caption", folder, "-r", "--out", out, "--model", tiny_ckpt.path, "-b", "3", *FAST)
     assert result.returncode == 1, result.stderr
     with open(out, newline="", encoding="utf-8") as f:
         rows = list(csv.DictReader(f))
@@ -56,7 +56,7 @@ def test_csv_and_txt_hold_the_same_captions(tiny_ckpt, folder, full_run, tmp_pat
         assert r["caption"] == (want["caption"] or "") and int(r["generation_tokens"] or 0) == (
             want["generation_tokens"] or 0)
     txt = tmp_path / "txt"
-    result = run_cli("caption", folder, "-r", "--out", txt, "--format", "txt", "--model", tiny_ckpt, *FAST)
+    result = run_cli("caption", folder, "-r", "--out", txt, "--format", "txt", "--model", tiny_ckpt.path, *FAST)
     assert result.returncode == 1, result.stderr
     written = sorted(p.relative_to(txt).as_posix() for p in txt.rglob("*.txt"))
     assert written == ["chart.txt", "speech.txt", "sub dir/note 1.txt", "sub dir/scène été.txt"]
@@ -67,12 +67,12 @@ def test_csv_and_txt_hold_the_same_captions(tiny_ckpt, folder, full_run, tmp_pat
 
 def test_non_recursive_then_torn_line_then_resume(tiny_ckpt, folder, full_run, tmp_path):
     out = tmp_path / "c.jsonl"
-    first = run_cli("caption", folder, "--out", out, "--model", tiny_ckpt, *FAST)
+    first = run_cli("caption", folder, "--out", out, "--model", tiny_ckpt.path, *FAST)
     assert first.returncode == 1
     assert [r["file_name"] for r in jsonl_rows(out)] == ["broken.jpg", "chart.png", "speech.ogg"]
     lines = out.read_bytes().splitlines(keepends=True)
     out.write_bytes(b"".join(lines[:2]) + lines[2][: len(lines[2]) // 2])  # killed in the middle of row 3
-    again = run_cli("caption", folder, "-r", "--out", out, "--model", tiny_ckpt, *FAST)
+    again = run_cli("caption", folder, "-r", "--out", out, "--model", tiny_ckpt.path, *FAST)
     assert again.returncode == 0 and "skipped 2" in again.stderr and "done 3" in again.stderr, again.stderr
     rows = jsonl_rows(out)  # the torn half-row is gone, never read as a caption
     assert out.read_bytes().startswith(b"".join(lines[:2]))  # earlier rows untouched

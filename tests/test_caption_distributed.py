@@ -65,7 +65,7 @@ def job(tiny_ckpt, tmp_path_factory):
     tmp = tmp_path_factory.mktemp("dist")
     folder = media_folder(tmp / "media", copies=8)
     ref = tmp / "single.jsonl"
-    args = ["caption", folder, "--model", tiny_ckpt, "--temp", "0", "--max-tokens", "6", "-b", "2"]
+    args = ["caption", folder, "--model", tiny_ckpt.path, "--temp", "0", "--max-tokens", "6", "-b", "2"]
     result = run_cli(*args, "--out", ref, env=env_without_launcher())
     assert result.returncode == 1, result.stderr  # broken.jpg
     return args, jsonl_rows(ref)

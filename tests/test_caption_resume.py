@@ -10,7 +10,7 @@ from tests.caption_helpers import comparable, jsonl_rows, media_folder, run_cli,
 def test_resume_after_sigkill_loses_nothing_and_duplicates_nothing(tiny_ckpt, tmp_path):
     folder = media_folder(tmp_path / "many", copies=14)
     ref, out = tmp_path / "ref.jsonl", tmp_path / "killed.jsonl"
-    args = ["caption", folder, "--model", tiny_ckpt, "-b", "1", "--temp", "0", "--max-tokens", "12"]
+    args = ["caption", folder, "--model", tiny_ckpt.path, "-b", "1", "--temp", "0", "--max-tokens", "12"]
     run_cli(*args, "--out", ref)
     total = len(jsonl_rows(ref))
     proc = start_cli(*args, "--out", out)
@@ -29,7 +29,7 @@ def test_resume_after_sigkill_loses_nothing_and_duplicates_nothing(tiny_ckpt, tm
 def test_ctrl_c_stops_after_the_batch_in_flight_and_says_how_to_resume(tiny_ckpt, tmp_path):
     folder = media_folder(tmp_path / "many", copies=14)
     out = tmp_path / "c.jsonl"
-    args = ["caption", folder, "--out", out, "--model", tiny_ckpt, "-b", "2", "--temp", "0", "--max-tokens", "12"]
+    args = ["caption", folder, "--out", out, "--model", tiny_ckpt.path, "-b", "2", "--temp", "0", "--max-tokens", "12"]
     proc = start_cli(*args)
     wait_for_lines(out, 2, proc)
     proc.send_signal(signal.SIGINT)

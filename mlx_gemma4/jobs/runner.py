@@ -110,7 +110,7 @@ def stream_texts(model, processor, inputs: Sequence[Any], request: GenerationReq
 def stream_rows(model, processor, batch: Sequence[tuple[Item, Any]], request: GenerationRequest) -> Iterator[tuple]:
     """Caption rows of a batch of preprocessed items, as ``(index, row)`` in the order they finish."""
     for r, text, st, seconds in stream_texts(model, processor, [inp for _, inp in batch], request):
-        yield r, {"file_name": batch[r][0].file_name, "caption": text, "prompt_tokens": st.prompt_tokens,
+        yield r, {"file_name": batch[r][0].file_name, "caption": text.strip(), "prompt_tokens": st.prompt_tokens,
                   "generation_tokens": st.generation_tokens, "seconds": seconds,
                   "finish_reason": st.finish_reason, "error": None}
 

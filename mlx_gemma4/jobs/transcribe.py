@@ -168,12 +168,16 @@ class TranscribeJob:
         if self.out is None:
             return [(item, self.render(item) if self.fmt != "jsonl" else "") for item in self.items]
         if self.fmt != "jsonl":
+            failed = False
             for item in self.items:
                 target = self.target(item)
-                if target.exists() and not self._pending(item):
-                    continue
-                tmp = target.with_name(f".{target.name}.tmp{os.getpid()}")
-                tmp.write_text(self.render(item), encoding="utf-8")
-                os.replace(tmp, target)
-            self.sink.path.unlink()
+                rows = self.rows_of(item)
+                if any(r["error"] is not None for r in rows):
+                    failed = True  # no transcript with holes; the journal keeps the error for the next run
+                elif rows:
+                    tmp = target.with_name(f".{target.name}.tmp{os.getpid()}")
+                    tmp.write_text(self.render(item), encoding="utf-8")
+                    os.replace(tmp, target)
+            if not failed:
+                self.sink.path.unlink()
         return []
