@@ -1,8 +1,9 @@
 """Long audio → blocks of at most 30 s cut in the quietest moment near each limit, so words stay whole.
 
-Energy-based: the waveform's RMS over 20 ms frames, smoothed over 200 ms; each block ends at the
-quietest frame of the last 40 % of the allowed length (a pause between words or sentences), or at
-the limit itself when the audio never gets quiet there. numpy only.
+Energy-based: the waveform's RMS over 20 ms frames, smoothed over 200 ms. Each block ends in the middle
+of the latest quiet stretch (frames within 5 % of the way from the quietest frame to the median) after
+its first 6 s, so blocks are long and cuts fall in pauses between words; audio that never gets quiet
+there is cut at its quietest frame. numpy only.
 """
 
 from __future__ import annotations
@@ -11,7 +12,8 @@ import numpy as np
 
 FRAME_S = 0.02
 SMOOTH_FRAMES = 10  # 200 ms: a pause, not the gap inside a word
-SEARCH_FROM = 0.6  # look for the cut in the last 40 % of a block
+SEARCH_FROM = 0.2  # a block is at least 20 % of the limit long (6 s of 30 s)
+QUIET = 0.05  # a frame is quiet within this fraction of the way from the window's floor to its median
 
 
 def frame_energy(wave: np.ndarray, rate: int) -> np.ndarray:
@@ -22,6 +24,17 @@ def frame_energy(wave: np.ndarray, rate: int) -> np.ndarray:
     rms = np.sqrt(np.mean(frames.astype(np.float64) ** 2, axis=1))
     kernel = np.ones(SMOOTH_FRAMES) / SMOOTH_FRAMES
     return np.convolve(rms, kernel, mode="same") if len(rms) >= SMOOTH_FRAMES else rms
+
+
+def _latest_pause(window: np.ndarray) -> int:
+    """Index of the middle of the last run of quiet frames in ``window``."""
+    floor = float(window.min())
+    quiet = window <= floor + QUIET * (float(np.median(window)) - floor) + 1e-9
+    last = int(np.flatnonzero(quiet)[-1])
+    first = last
+    while first > 0 and quiet[first - 1]:
+        first -= 1
+    return (first + last) // 2
 
 
 def split_blocks(wave: np.ndarray, rate: int, max_s: float = 30.0) -> list[tuple[int, int]]:
@@ -35,7 +48,7 @@ def split_blocks(wave: np.ndarray, rate: int, max_s: float = 30.0) -> list[tuple
     while len(wave) - start > limit:
         lo, hi = (start + int(limit * SEARCH_FROM)) // hop, (start + limit) // hop
         window = energy[lo:hi]
-        cut = (lo + int(np.argmin(window))) * hop + hop // 2 if len(window) else start + limit
+        cut = (lo + _latest_pause(window)) * hop + hop // 2 if len(window) else start + limit
         cut = min(max(cut, start + 1), start + limit)
         blocks.append((start, cut))
         start = cut
