@@ -60,6 +60,9 @@ class TranscribeJob:
             journal = self.out if self.fmt == "jsonl" else (self.out / ".blocks.jsonl" if self.folder else side)
         self.sink = FileSink(journal, "jsonl", COLUMNS, _key) if journal else None
         self.memory: list[dict] = []  # rows of a run without --out
+        # Files with an error row are not retried (that would write a second row for the same block).
+        self.failed = {r["file_name"] for r in read_rows(journal, "jsonl") if r["error"] is not None} if (
+            self.sink is not None and self.sink.done) else set()
         if not resume and self.sink is not None and self.sink.done:
             self.sink.close()
             raise InputError(f"{journal}: holds {len(self.sink.done)} finished block(s); --no-resume never "
@@ -88,6 +91,9 @@ class TranscribeJob:
                 s.interrupted = True
                 break
             target = self.target(item)
+            if item.file_name in self.failed:
+                s.failed += 1
+                continue
             if target is not None and target.exists() and not self._pending(item):
                 s.skipped += 1
                 continue
