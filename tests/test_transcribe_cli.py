@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import shutil
 
 import numpy as np
 import pytest
@@ -25,7 +26,9 @@ def long_audio(tmp_path_factory):
 def test_srt_of_long_audio_and_a_short_clip(tiny_ckpt, long_audio, tmp_path):
     long_audio, wave = long_audio
     out = tmp_path / "subs"
-    args = ["transcribe", long_audio, EXAMPLES / "speech.ogg", "--model", tiny_ckpt.path, "--max-tokens", "5"]
+    short = long_audio.parent / "speech.ogg"  # names are relative to the inputs' common folder
+    shutil.copy(EXAMPLES / "speech.ogg", short)
+    args = ["transcribe", long_audio, short, "--model", tiny_ckpt.path, "--max-tokens", "5"]
     result = run_cli(*args, "--out", out, "--format", "srt")
     assert result.returncode == 0, result.stderr
     assert sorted(p.name for p in out.iterdir()) == ["long talk.srt", "speech.srt"]  # journal removed
