@@ -111,7 +111,7 @@ def per_token_vs_mlx_lm(n: int = 200):
             last = None
             for r in run():
                 last = r
-            tps = last.stats.decode_tps if name == "mlx-gemma4" else last.generation_tps
+            tps = last.stats.generation_tps if name == "mlx-gemma4" else last.generation_tps
             best = max(best or 0, tps)
         results[name] = best
         print(f"  {name:11s} decode {best:7.1f} tok/s = {1000 / best:.2f} ms/token")
@@ -130,8 +130,8 @@ def mtp_best_case(model, n: int = 48, k: int = 4):
     assert spec.token_ids == plain.token_ids
     s = spec.stats
     print(f"  MTP forced agreement (k={k}): acceptance {s.acceptance_rate:.2f}, {s.tokens_per_step:.2f} tokens per "
-          f"target step, decode {s.decode_tps:.1f} tok/s vs plain {plain.stats.decode_tps:.1f} tok/s "
-          f"(× {s.decode_tps / plain.stats.decode_tps:.2f})")
+          f"target step, decode {s.generation_tps:.1f} tok/s vs plain {plain.stats.generation_tps:.1f} tok/s "
+          f"(× {s.generation_tps / plain.stats.generation_tps:.2f})")
 
 
 def batch_speedup(model, b: int = 4, n: int = 32):

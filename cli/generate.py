@@ -25,6 +25,9 @@ Model = Annotated[str, typer.Option("--model", "-m", help="Checkpoint folder or 
 # URLs are not fetched.
 Images = Annotated[list[str] | None, typer.Option("--image", "-i", help="Image file (repeatable).")]
 Audio = Annotated[list[str] | None, typer.Option("--audio", "-a", help="Audio file (repeatable).")]
+Videos = Annotated[
+    list[str] | None, typer.Option("--video", help="Video file, ≤ 60 s: 32 frames with timestamps (repeatable).")
+]
 MaxTokens = Annotated[int, typer.Option("--max-tokens", "-n", min=1, help="Most tokens to generate.")]
 Temp = Annotated[float | None, typer.Option("--temp", min=0.0, callback=_finite,
                                             help="Temperature (0 = greedy; default: checkpoint's).")]
@@ -72,6 +75,7 @@ def generate_cmd(
     model: Model,
     image: Images = None,
     audio: Audio = None,
+    video: Videos = None,
     max_tokens: MaxTokens = 256,
     temp: Temp = None,
     top_p: TopP = None,
@@ -79,13 +83,13 @@ def generate_cmd(
     seed: Seed = None,
     thinking: Thinking = False,
 ) -> None:
-    """Answer one prompt (with images / audio), streaming the text."""
+    """Answer one prompt (with images / audio / videos), streaming the text."""
     from mlx_gemma4 import stream_generate
 
     m, processor = _load(model)
     _print_stream(
         stream_generate(
-            m, processor, prompt, images=list(image or ()), audio=list(audio or ()),
+            m, processor, prompt, images=list(image or ()), audio=list(audio or ()), videos=list(video or ()),
             max_tokens=max_tokens, temperature=temp, top_p=top_p, top_k=top_k, seed=seed, thinking=thinking,
         )
     )
@@ -99,6 +103,7 @@ class ChatState:
     options: dict[str, Any]
     images: list[str] = field(default_factory=list)
     audio: list[str] = field(default_factory=list)
+    videos: list[str] = field(default_factory=list)
 
 
 def _reset(chat: ChatState, _arg: str) -> bool:
@@ -111,8 +116,19 @@ def _quit(_chat: ChatState, _arg: str) -> bool:
     return False
 
 
+def _video(chat: ChatState, arg: str) -> bool:
+    if arg:
+        chat.videos.append(arg)
+        err.print(f"{arg} goes with the next message", style="dim", markup=False, highlight=False)
+    else:
+        err.print("usage: /video FILE", style="yellow")
+    return True
+
+
 # Slash command → handler(state, rest of the line) → whether the REPL goes on. New commands go here.
-COMMANDS: dict[str, Callable[[ChatState, str], bool]] = {"/reset": _reset, "/quit": _quit, "/exit": _quit}
+COMMANDS: dict[str, Callable[[ChatState, str], bool]] = {
+    "/reset": _reset, "/quit": _quit, "/exit": _quit, "/video": _video,
+}
 
 
 def run_command(chat: ChatState, line: str) -> bool:
@@ -130,17 +146,19 @@ def _answer(chat: ChatState, text: str) -> None:
     """One turn: stream the reply; Ctrl-C stops only this reply, a bad file only this turn's files."""
     from mlx_gemma4.errors import InputError
 
-    stream = chat.session.send(text, images=chat.images, audio=chat.audio, **chat.options)
     try:
-        _print_stream(stream)
+        stream = chat.session.send(text, images=chat.images, audio=chat.audio, videos=chat.videos, **chat.options)
+        try:
+            _print_stream(stream)
+        finally:
+            stream.close()  # the session settles a reply that was cut short
     except KeyboardInterrupt:
         typer.echo()
         err.print("(answer stopped)", style="dim")
     except InputError as e:  # a bad file or argument: report it, drop the files, keep the conversation
         err.print(f"[bold red]error:[/bold red] {escape(str(e))}", soft_wrap=True)
     finally:
-        stream.close()
-        chat.images, chat.audio = [], []
+        chat.images, chat.audio, chat.videos = [], [], []
 
 
 def _read_line() -> str | None:
@@ -159,18 +177,20 @@ def chat_cmd(
     model: Model,
     image: Images = None,
     audio: Audio = None,
+    video: Videos = None,
     max_tokens: MaxTokens = 1024,
     temp: Temp = None,
     seed: Seed = None,
     thinking: Thinking = False,
 ) -> None:
-    """Multi-turn chat; --image/--audio go with the first message (dropped if unreadable). /reset forgets,
-    /quit (or Ctrl-D) exits; Ctrl-C stops the current answer."""
+    """Multi-turn chat; --image/--audio/--video go with the first message (dropped if unreadable), /video FILE
+    with the next one. /reset forgets, /quit (or Ctrl-D) exits; Ctrl-C stops the current answer."""
     from mlx_gemma4 import ChatSession
 
     m, processor = _load(model)
     options = {"max_tokens": max_tokens, "temperature": temp, "seed": seed}
-    chat = ChatState(ChatSession(m, processor, thinking=thinking), options, list(image or ()), list(audio or ()))
+    chat = ChatState(ChatSession(m, processor, thinking=thinking), options, list(image or ()), list(audio or ()),
+                     list(video or ()))
     err.print("chat started: /reset forgets the conversation, /quit exits, Ctrl-C stops an answer", style="dim")
     while (line := _read_line()) is not None:
         if line.startswith("/") and not line.startswith("//"):

@@ -23,7 +23,9 @@ import json
 from pathlib import Path
 from typing import Any
 
-# Text special tokens at their ids in the real Gemma 4 vocabulary (the same in every checkpoint).
+# Text special tokens at their ids in the real Gemma 4 vocabulary (the same in every checkpoint; the
+# think/channel/tool ids as other runtimes' Gemma 4 fixtures give them). The runtime never hard-codes
+# them: it reads every id from the checkpoint's tokenizer.
 TEXT_SPECIAL_IDS: dict[str, int] = {
     "<pad>": 0, "<eos>": 1, "<bos>": 2, "<unk>": 3, "<mask>": 4,
     "<|tool>": 46, "<tool|>": 47, "<|tool_call>": 48, "<tool_call|>": 49,
@@ -52,6 +54,8 @@ _ONSETS = ("", "b", "c", "d", "f", "g", "h", "j", "k", "l", "m", "n", "p", "r", 
            "br", "ch", "dr", "gr", "kr", "pl", "sh", "st", "th", "tr")
 _NUCLEI = ("a", "e", "i", "o", "u", "ai", "ea", "ou")
 _CODAS = ("", "n", "r", "s", "l", "m", "t", "k")
+# Words the prompt format puts right after a special token: one piece each, as in Gemma's vocabulary.
+_PROMPT_WORDS = ("user", "model", "system", "developer", "thought", "call", "response", "declaration")
 _STEP = 7919  # a prime coprime to the syllable count: walks the syllable pairs in a scrambled order
 
 
@@ -87,11 +91,11 @@ def _words(syllables: list[str]):
 
 
 def _basic_pieces() -> list[str]:
-    """The pieces any text needs: whitespace, printable ASCII, the non-ASCII bytes (for byte fallback)."""
+    """The pieces every stand-in has: whitespace, printable ASCII, non-ASCII bytes (byte fallback), role words."""
     whitespace = ["▁", "\n\n", "\t", "\r"]
     ascii_ = [chr(c) for c in range(0x21, 0x7F)]
     bytes_ = [f"<0x{b:02X}>" for b in range(0x80, 0x100)]  # every byte of a non-ASCII UTF-8 character
-    return [*whitespace, *ascii_, *bytes_]
+    return [*whitespace, *ascii_, *bytes_, *_PROMPT_WORDS]
 
 
 def standin_vocab(vocab_size: int, specials: dict[str, int]) -> list[str]:
@@ -231,12 +235,14 @@ def processor_config(max_soft_tokens: int = 280) -> dict[str, Any]:
         "image_processor": {**common, "do_normalize": False, "max_soft_tokens": max_soft_tokens,
                             "image_processor_type": "Gemma4UnifiedImageProcessor"},
         "video_processor": {**common, "do_normalize": True, "do_sample_frames": True, "num_frames": 32,
-                            "max_soft_tokens": 70, "video_processor_type": "Gemma4UnifiedVideoProcessor"},
+                            "max_soft_tokens": 70, "return_metadata": False,
+                            "video_processor_type": "Gemma4UnifiedVideoProcessor"},
         "feature_extractor": {"feature_size": 640, "sampling_rate": 16000, "padding_value": 0.0,
                               "padding_side": "right", "return_attention_mask": True,
                               "audio_samples_per_token": 640,
                               "feature_extractor_type": "Gemma4UnifiedAudioFeatureExtractor"},
         "image_seq_length": max_soft_tokens,
+        "audio_seq_length": 750,
         "audio_ms_per_token": 40,
     }
 

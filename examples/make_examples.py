@@ -6,6 +6,8 @@ chart.png        a bar chart drawn with Pillow (palette PNG)
 scene.jpg        a drawn landscape: sky, sun, clouds, a house, a tree (JPEG)
 rotated_note.jpg a handwritten-style note stored sideways with EXIF orientation 6 (shows EXIF handling)
 speech.ogg       a short English sentence spoken by espeak-ng, converted by sox to 16 kHz mono Ogg Vorbis
+bouncing_ball.mp4 4 s, 160×120, 10 fps: a red ball bouncing left to right over a green field while a blue
+                 square slides down; a 440 Hz beep on the audio track each time the ball hits the ground (PyAV)
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import sys
 import tempfile
 from pathlib import Path
 
+import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
 HERE = Path(__file__).resolve().parent
@@ -103,14 +106,54 @@ def speech(path: Path) -> None:
         subprocess.run(["sox", str(wav), "-r", "16000", "-c", "1", "-C", "3", str(path)], check=True)
 
 
+def ball_frame(i: int, width: int = 160, height: int = 120) -> tuple[Image.Image, bool]:
+    """Frame ``i`` of the clip and whether the ball touches the ground in it."""
+    im = Image.new("RGB", (width, height), (150, 200, 250))
+    d = ImageDraw.Draw(im)
+    d.rectangle([0, 90, width, height], fill=(70, 150, 65))
+    x = 10 + i * 3.5
+    bounce = abs(((i % 10) - 5) / 5)  # 1 at the top, 0 on the ground, every 10 frames
+    y = 80 - 60 * (1 - bounce**2)
+    d.ellipse([x - 8, y - 8, x + 8, y + 8], fill=(220, 30, 30))
+    top = 5 + i * 1.5
+    d.rectangle([120, top, 140, top + 20], fill=(30, 60, 200))
+    return im, i % 10 == 5
+
+
+def bouncing_ball(path: Path, frames: int = 40, fps: int = 10, rate: int = 16000) -> None:
+    """Encode the clip with PyAV (H.264 + AAC) — the audio track beeps when the ball lands."""
+    import av
+
+    with av.open(str(path), "w") as out:
+        video = out.add_stream("libx264", rate=fps, options={"crf": "32", "preset": "veryslow"})
+        video.width, video.height, video.pix_fmt = 160, 120, "yuv420p"
+        sound = out.add_stream("aac", rate=rate, options={"b": "12k"})
+        sound.layout = "mono"
+        wave = np.zeros(frames * rate // fps, np.float32)
+        for i in range(frames):
+            im, lands = ball_frame(i)
+            if lands:
+                t = np.arange(rate // 10) / rate
+                wave[i * rate // fps : i * rate // fps + t.size] = 0.4 * np.sin(2 * np.pi * 440 * t)
+            for packet in video.encode(av.VideoFrame.from_image(im)):
+                out.mux(packet)
+        for packet in video.encode():
+            out.mux(packet)
+        frame = av.AudioFrame.from_ndarray(wave[None], format="fltp", layout="mono")
+        frame.sample_rate, frame.pts = rate, 0
+        for packet in [*sound.encode(frame), *sound.encode()]:
+            out.mux(packet)
+
+
 def main() -> None:
     """Write every example into this folder."""
     chart(HERE / "chart.png")
     scene(HERE / "scene.jpg")
     rotated_note(HERE / "rotated_note.jpg")
+    bouncing_ball(HERE / "bouncing_ball.mp4")
     speech(HERE / "speech.ogg")
     for p in sorted(HERE.iterdir()):
-        if p.suffix in {".png", ".jpg", ".ogg"}:
+        if p.suffix in {".png", ".jpg", ".ogg", ".mp4"}:
             print(f"{p.name:18s} {p.stat().st_size / 1024:6.1f} KB")
 
 

@@ -28,6 +28,31 @@ def _require(d: dict[str, Any], key: str, where: str) -> Any:
     return d[key]
 
 
+def _layer_geometry(d: dict[str, Any], layer_types: list[str], head_dim: int, kv_heads: int,
+                    k_eq_v: bool) -> tuple[list[int], list[int]]:
+    """Per-layer (head_dims, kv_heads) from ``per_layer_config`` or the ``global_*`` fields."""
+    head_dims = [head_dim] * len(layer_types)
+    kv = [kv_heads] * len(layer_types)
+    per_layer = d.get("per_layer_config")
+    if per_layer:
+        for key, override in per_layer.items():
+            indices = [i for i, t in enumerate(layer_types) if t == key] if key in _DEFAULT_ROPE else [int(key)]
+            for i in indices:
+                head_dims[i] = int(override.get("head_dim", head_dims[i]))
+                kv[i] = int(override.get("num_key_value_heads", kv[i]))
+        return head_dims, kv
+    global_head_dim = d.get("global_head_dim")
+    global_kv = d.get("num_global_key_value_heads")
+    for i, t in enumerate(layer_types):
+        if t != "full_attention":
+            continue
+        if global_head_dim is not None:
+            head_dims[i] = int(global_head_dim)
+        if k_eq_v and global_kv is not None:
+            kv[i] = int(global_kv)
+    return head_dims, kv
+
+
 @dataclass
 class TextConfig:
     """The decoder (``text_config``)."""
@@ -73,27 +98,7 @@ class TextConfig:
             raise ModelLoadError(f"config.json: unsupported layer types {sorted(unknown)}")
         k_eq_v = bool(d.get("attention_k_eq_v", False))
 
-        head_dims = [head_dim] * n_layers
-        kv = [kv_heads] * n_layers
-        per_layer = d.get("per_layer_config")
-        if per_layer:
-            for key, override in per_layer.items():
-                indices = (
-                    [i for i, t in enumerate(layer_types) if t == key] if key in _DEFAULT_ROPE else [int(key)]
-                )
-                for i in indices:
-                    head_dims[i] = int(override.get("head_dim", head_dims[i]))
-                    kv[i] = int(override.get("num_key_value_heads", kv[i]))
-        else:
-            global_head_dim = d.get("global_head_dim")
-            global_kv = d.get("num_global_key_value_heads")
-            for i, t in enumerate(layer_types):
-                if t != "full_attention":
-                    continue
-                if global_head_dim is not None:
-                    head_dims[i] = int(global_head_dim)
-                if k_eq_v and global_kv is not None:
-                    kv[i] = int(global_kv)
+        head_dims, kv = _layer_geometry(d, layer_types, head_dim, kv_heads, k_eq_v)
 
         rope = d.get("rope_parameters") or {}
         rope = {t: dict(rope.get(t) or _DEFAULT_ROPE[t]) for t in _DEFAULT_ROPE}
@@ -187,6 +192,8 @@ class ModelConfig:
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> ModelConfig:
         """Build from a parsed ``config.json``; raises ModelLoadError for unsupported model types."""
+        if not isinstance(d, dict):
+            raise ModelLoadError("config.json: expected a JSON object {...}")
         model_type = d.get("model_type")
         if model_type in TEXT_ONLY_MODEL_TYPES:
             text, vision, audio = d, None, None
@@ -195,6 +202,9 @@ class ModelConfig:
             if not isinstance(text, dict):
                 raise ModelLoadError("config.json: 'text_config' is missing")
             vision, audio = d.get("vision_config"), d.get("audio_config")
+            for key, section in (("vision_config", vision), ("audio_config", audio)):
+                if section is not None and not isinstance(section, dict):
+                    raise ModelLoadError(f"config.json: '{key}' must be a JSON object")
         else:
             raise ModelLoadError(
                 f"unsupported model_type {model_type!r}: this package runs "

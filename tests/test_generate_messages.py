@@ -20,8 +20,8 @@ def test_messages_with_files_generate_the_reference_greedy_tokens(tiny_ckpt):
         {"type": "audio", "path": str(EXAMPLES / "speech.ogg")},
     ]}]
     inputs = processor(messages)
-    # What the model is expected to say, from the reference model fed the same arrays; the tiny
-    # checkpoint's stand-in vocabulary only decodes ids it knows, so compare ids and check the text.
+    # What the model is expected to say, from the reference model fed the same arrays (ids: the
+    # reference has no detokenizer of its own here).
     defaults = model.generation_defaults
     expected = reference_greedy(
         tiny_ckpt, Prompt(**{k: np.asarray(v) for k, v in inputs.items()}), 12, suppress=defaults.suppress_tokens

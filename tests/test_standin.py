@@ -110,7 +110,9 @@ def test_chat_template_renders_a_user_turn_with_an_image(folder):
     ids = ref(text=text, images=[img], add_special_tokens=False, images_kwargs={"max_soft_tokens": 70})["input_ids"][0]
     start = ids.index(255999)
     assert ids[start + 1 : start + 64] == [258880] * 63 and ids[start + 64] == 258882
-    assert ids[:3] == [2, 105, *ref.tokenizer.encode("user", add_special_tokens=False)][:3]
+    user, model, thought = ref.tokenizer.convert_tokens_to_ids(["user", "model", "thought"])
+    assert ids[:5] == [2, 105, user, 107, 255999]  # <bos><|turn>user\n<|image>
+    assert ids[-9:] == [106, 107, 105, model, 107, 100, thought, 107, 101]  # <turn|>\n<|turn>model\n<|channel>…
 
 
 def test_chat_template_renders_tools_and_their_results(folder):
@@ -142,3 +144,27 @@ def test_synth_then_generate_prints_visible_text(tmp_path):
     answer = run.stdout.strip()
     assert answer and answer.isprintable() and "<unk>" not in answer, run.stdout
     assert sum(c.isalpha() for c in answer) >= 8
+
+
+def test_mlx_lm_wrapper_streams_the_same_text(folder):
+    from mlx_lm.tokenizer_utils import SPMStreamingDetokenizer, load
+
+    wrapper = load(folder)
+    ids = random.Random(1).sample(range(262144), 40) + [107] + random.Random(2).sample(range(300, 262144), 10)
+    detok = wrapper.detokenizer
+    assert isinstance(detok, SPMStreamingDetokenizer)  # recognised as SentencePiece-style, like Gemma's own
+    detok.reset()
+    for i in ids:
+        detok.add_token(i)
+    detok.finalize()
+    assert detok.text == wrapper.decode(ids)
+    thought = wrapper.convert_tokens_to_ids("thought")
+    assert (wrapper.think_start_tokens, wrapper.think_end_tokens) == ((100, thought), (101,))
+
+
+def test_processor_reads_moved_media_ids(tmp_path):
+    """Media ids come from the tokenizer, never guessed: a small test vocabulary moves them all."""
+    write_standin_processor(tmp_path, {"text_config": {"vocab_size": SMALL_VOCAB}, **SMALL_VOCAB_MEDIA_IDS})
+    sp = Processor.from_pretrained(tmp_path).special
+    got = {f: getattr(sp, f) for f in ("boi", "eoi", "image", "video", "boa", "eoa", "audio")}
+    assert got == {"boi": 1000, "eoi": 1001, "image": 1002, "video": 1003, "boa": 1004, "eoa": 1005, "audio": 1006}

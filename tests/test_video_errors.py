@@ -8,13 +8,13 @@ import av
 import numpy as np
 import pytest
 import soundfile as sf
+from mlx_gemma4.convert.standin_tokenizer import write_standin_processor
 from PIL import Image
 
 from mlx_gemma4.errors import InputError
 from mlx_gemma4.processing import Processor
 from mlx_gemma4.processing import video as video_mod
 from mlx_gemma4.processing.video import VideoOptions, process_video
-from tests.reference_tokenizer import write_standin_processor
 from tests.video_clips import write_audio_only, write_clip, write_long
 
 

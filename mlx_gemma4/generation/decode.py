@@ -22,9 +22,15 @@ from .types import GenerationChunk
 
 
 def decode_steps(
-    model, cache: list, logits: mx.array, sampler: TokenSampler, max_tokens: int, left_padding=None, stream=None
+    model, cache: list, logits: mx.array, sampler: TokenSampler, max_tokens: int, left_padding=None, stream=None,
+    in_flight: list | None = None,
 ) -> Iterator[list[list[int]]]:
-    """Sample from ``logits`` (B, V), then step the model token by token: yields each step's ids per row."""
+    """Sample from ``logits`` (B, V), then step the model token by token: yields each step's ids per row.
+
+    ``in_flight`` (if given) holds the token the model was just fed but that was not handed out yet:
+    if the step raises, the caches already hold it, and a chat session must know it.
+    """
+    in_flight = [] if in_flight is None else in_flight
 
     def step(y: mx.array) -> mx.array:
         with mx.stream(stream):
@@ -40,7 +46,9 @@ def decode_steps(
         n += 1
         nxt = None
         if n < max_tokens:
+            in_flight.append(y)
             nxt = step(y)
+            in_flight.clear()
             mx.async_eval(nxt)  # queued before this token is read back and detokenised
         yield [[t] for t in y.tolist()]
         if nxt is None:

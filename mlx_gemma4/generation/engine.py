@@ -108,6 +108,11 @@ class GenerationRun:
             stats = GenerationStats(prompt_tokens=inp.length, batch_size=len(inputs), batch_prompt_tokens=batch_tokens)
             self.rows.append(RowDecoder(tokenizer, stop_ids, stop_strings, request.thinking, limit, by_context, stats))
         self.history = history
+        self._in_flight: list[mx.array] = []
+
+    def unconsumed(self) -> list[int]:
+        """Tokens the model was fed that no row received (a step raised right after feeding them)."""
+        return [t for y in self._in_flight for t in y.tolist()]
 
     def __iter__(self) -> Iterator[tuple[int, GenerationChunk]]:
         if self.request.seed is not None:
@@ -133,4 +138,4 @@ class GenerationRun:
                                      r.num_draft_tokens, self.rows[0].stats, r.speculative, stream)
         history = self.history if self.history is not None else mx.array(packed.ids)
         sampler = TokenSampler(self.params, self.request, logits.shape[-1], history)
-        return decode_steps(self.model, self.cache, logits, sampler, n, packed.left_padding, stream)
+        return decode_steps(self.model, self.cache, logits, sampler, n, packed.left_padding, stream, self._in_flight)

@@ -14,12 +14,11 @@ import numpy as np
 
 from ..errors import InputError
 from ..model.gemma4 import check_token_ids
-from .request import as_sources
+from ..processing.modalities import ARRAY_KEYS, MODALITIES
+from ..processing.processor import _as_list as sources_list  # the Processor's own rule: one source or a list
 
-ARRAY_KEYS = (
-    "pixel_values", "image_position_ids", "input_features", "input_features_mask",
-    "pixel_values_videos", "video_position_ids",
-)
+# The config section a modality's embedder needs (a text-only checkpoint has neither).
+_EMBEDDER_CONFIG = {"image": "vision_config", "video": "vision_config", "audio": "audio_config"}
 
 
 @dataclass
@@ -42,17 +41,18 @@ def tokenizer_of(processor):
 
 def user_message(text: str, media: dict[str, list]) -> dict:
     """One user turn: a placeholder per image/audio/video given separately, then the text."""
-    content = [{"type": kind} for kind, sources in media.items() for _ in sources]
+    content = [{"type": m.message_type} for m in MODALITIES for _ in media.get(m.name, ())]
     return {"role": "user", "content": [*content, {"type": "text", "text": text}]}
 
 
 def media_lists(model, images, audio, videos) -> dict[str, list]:
-    """The media arguments as lists (a single source accepted), refused if the checkpoint cannot take them."""
-    media = {"image": as_sources(images), "audio": as_sources(audio), "video": as_sources(videos)}
-    if (media["image"] or media["video"]) and model.config.vision_config is None:
-        raise InputError("this checkpoint has no vision embedder: it cannot take images or videos")
-    if media["audio"] and model.config.audio_config is None:
-        raise InputError("this checkpoint has no audio embedder: it cannot take audio")
+    """The media arguments by modality name as lists (a single source accepted), refused if the
+    checkpoint cannot take them."""
+    given = {"images": images, "audio": audio, "videos": videos}
+    media = {m.name: sources_list(given[m.argument], m) for m in MODALITIES}
+    for name, sources in media.items():
+        if sources and getattr(model.config, _EMBEDDER_CONFIG[name]) is None:
+            raise InputError(f"this checkpoint has no {name} embedder: it cannot take {name} input")
     return media
 
 
@@ -79,9 +79,8 @@ def prepare_input(model, processor, prompt, images=(), audio=(), videos=(), thin
 
 def encode_messages(model, processor, messages: list, media: dict[str, list], thinking: bool) -> PreparedInput:
     """Render and tokenise chat messages with their media through the processor."""
-    kwargs = {"videos": media["video"]} if media["video"] else {}
-    enc = processor(messages, images=media["image"] or None, audio=media["audio"] or None,
-                    enable_thinking=thinking, **kwargs)
+    sources = {m.argument: media.get(m.name) or None for m in MODALITIES}
+    enc = processor(messages, **sources, enable_thinking=thinking)
     if not isinstance(enc, dict):  # the processor returns an object with array attributes
         enc = {k: getattr(enc, k, None) for k in ("input_ids", *ARRAY_KEYS)}
     return _from_mapping(model, enc)

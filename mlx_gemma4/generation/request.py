@@ -9,7 +9,7 @@ came through. Sampling fields left as None mean "the checkpoint's generation_con
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass, fields
 from dataclasses import replace as _replace
 from typing import Any
@@ -131,19 +131,4 @@ def make_request(request: GenerationRequest | None = None, **options: Any) -> Ge
     if request is not None and not isinstance(request, GenerationRequest):
         raise InputError(f"request must be a GenerationRequest, got {type(request).__name__}")
     return (request or GenerationRequest()).replace(**options)
-
-
-def as_sources(value: Any) -> list:
-    """A user's ``images=``/``audio=``/``videos=`` argument as a list: one source, or a sequence of them."""
-    if value is None:
-        return []
-    if isinstance(value, (str, bytes, bytearray, memoryview)) or hasattr(value, "__fspath__"):
-        return [value]
-    if hasattr(value, "getpixel") or hasattr(value, "__array_interface__") or hasattr(value, "shape"):
-        return [value]  # one in-memory image / waveform (PIL image, numpy array)
-    if isinstance(value, tuple) and len(value) == 2 and _is_int(value[1]):
-        return [value]  # (waveform, sample rate)
-    if isinstance(value, Sequence):
-        return list(value)
-    raise InputError(f"expected a file path, bytes, an in-memory object or a list of them, got {type(value).__name__}")
 

@@ -23,18 +23,13 @@ import numpy as np
 
 from ..errors import InputError
 from ..model.cache import cache_offset, can_trim_cache, make_cache, trim_cache
+from ..processing.modalities import MODALITIES
 from .engine import GenerationRun
 from .inputs import PreparedInput, encode_messages, media_lists, prepare_input, tokenizer_of, user_message
 from .prefill import prefill
 from .request import GenerationRequest, make_request
 from .sampling import model_defaults
 from .types import GenerationChunk, GenerationResult, collect
-
-# Which begin-of-media token counts the items an array has one row per item for.
-_ARRAY_ITEMS = {
-    "pixel_values": "boi_token_id", "image_position_ids": "boi_token_id",
-    "input_features": "boa_token_id", "input_features_mask": "boa_token_id",
-}
 
 
 @dataclass
@@ -61,7 +56,7 @@ class ChatSession:
         self.cache = make_cache(model, self.request.kv_bits, self.request.max_kv_size)
         self.tokens: list[int] = []  # exactly what the cache holds
         self.messages: list[dict] = [{"role": "system", "content": system}] if system else []
-        self._media: dict[str, list] = {"image": [], "audio": [], "video": []}
+        self._media: dict[str, list] = {m.name: [] for m in MODALITIES}
         self._segments: list[PreparedInput] = []  # self.tokens in pieces, with their media arrays
         self._active = False
         self.last_prefill_tokens = 0
@@ -96,7 +91,7 @@ class ChatSession:
         self.cache = make_cache(self.model, self.request.kv_bits, self.request.max_kv_size)
         self.tokens, self._segments = [], []
         self.messages = [m for m in self.messages[:1] if m["role"] == "system"]
-        self._media = {"image": [], "audio": [], "video": []}
+        self._media = {m.name: [] for m in MODALITIES}
 
     # -- a turn -----------------------------------------------------------------------------------
 
@@ -135,15 +130,13 @@ class ChatSession:
         return ends[0] + 1
 
     def _new_arrays(self, full: PreparedInput, new_ids: np.ndarray) -> dict:
-        cfg = self.model.config
-        unknown = set(full.arrays) - set(_ARRAY_ITEMS)
-        if unknown:
-            raise InputError(f"a chat session cannot carry {', '.join(sorted(unknown))} yet")
+        """The last rows of each modality's arrays: those of the media in the new tokens."""
         out = {}
-        for key, value in full.arrays.items():
-            n = int((new_ids == getattr(cfg, _ARRAY_ITEMS[key])).sum())
-            if n:
-                out[key] = np.asarray(value)[-n:]
+        for m in MODALITIES:
+            n = m.rows(new_ids, getattr(self.model.config, m.placeholder_id))
+            for key in m.arrays:
+                if n and full.arrays.get(key) is not None:
+                    out[key] = np.asarray(full.arrays[key])[-n:]
         return out
 
     def _eot_id(self) -> int:
@@ -163,7 +156,7 @@ class ChatSession:
                 yield chunk
         finally:
             self._active = False
-            self._settle(turn, run.rows[0].tokens, chunks)
+            self._settle(turn, [*run.rows[0].tokens, *run.unconsumed()], chunks)
 
     # -- keeping the cache and the history in step ------------------------------------------------
 

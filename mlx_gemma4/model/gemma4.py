@@ -114,37 +114,30 @@ class Gemma4Model(nn.Module):
     def __call__(
         self,
         input_ids,
-        pixel_values=None,
-        image_position_ids=None,
-        input_features=None,
-        input_features_mask=None,
         cache=None,
         *,
-        pixel_values_videos=None,
-        video_position_ids=None,
         inputs_embeds: mx.array | None = None,
         logits_to_keep: int = 0,
         return_hidden: bool = False,
         left_padding: mx.array | None = None,
+        **arrays,
     ):
         """Logits for the last ``logits_to_keep`` positions (0 = all); with ``return_hidden`` also the
         final-normed hidden states of every position.
 
+        ``arrays`` are the media arrays ``embed_inputs`` takes (pixel_values, input_features, …).
         ``inputs_embeds`` (from ``embed_inputs``) lets a caller embed a prompt once and prefill it in
         chunks; ``input_ids`` are still needed for the vision-block masks. ``left_padding`` (B,) gives
         the number of padding tokens at the start of each row of a left-padded batch: their keys are
-        masked out and each row's RoPE positions start at its first real token.
+        masked out and each row's RoPE positions start at its first real token. Host ids (a list or
+        numpy array) are checked against the vocabulary.
         """
         host_ids = None if isinstance(input_ids, mx.array) else check_token_ids(input_ids, self.config)
         ids = _as_mx(input_ids if host_ids is None else host_ids)
         if ids.ndim == 1:
             ids = ids[None]
         if inputs_embeds is None:
-            inputs_embeds = self.embed_inputs(
-                ids, pixel_values=pixel_values, image_position_ids=image_position_ids, input_features=input_features,
-                input_features_mask=input_features_mask, pixel_values_videos=pixel_values_videos,
-                video_position_ids=video_position_ids,
-            )
+            inputs_embeds = self.embed_inputs(ids, **arrays)
         if left_padding is not None:
             left_padding = _as_mx(left_padding).astype(mx.int32)
         h = self.language_model(inputs_embeds, self.attention_context(ids, cache, left_padding, host_ids), cache)

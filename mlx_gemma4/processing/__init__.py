@@ -1,4 +1,4 @@
-"""Processing layer: images, audio and chat prompts → numpy arrays for the model (never imports mlx)."""
+"""Processing layer: images, audio, video and chat prompts → numpy arrays for the model (never imports mlx)."""
 
 from .audio import FRAME, MAX_CLIP_FRAMES, SAMPLE_RATE, ProcessedAudio, load_audio, process_audio
 from .image import (
@@ -11,10 +11,18 @@ from .image import (
     process_image,
     target_size,
 )
+from .modalities import ARRAY_KEYS, MODALITIES, Modality
 from .processor import ModelInputs, Processor, ProcessorConfig
 from .prompt import SpecialTokens, load_tokenizer, read_special_tokens
+from .video import ProcessedVideo, VideoOptions, process_video
 
 __all__ = [
+    "ARRAY_KEYS",
+    "MODALITIES",
+    "Modality",
+    "ProcessedVideo",
+    "VideoOptions",
+    "process_video",
     "DEFAULT_BUDGET",
     "DEFAULT_MAX_PIXELS",
     "FRAME",
