@@ -48,7 +48,7 @@ def test_srt_of_long_audio_and_a_short_clip(tiny_ckpt, long_audio, tmp_path):
 
 
 def test_resume_after_a_torn_journal_and_bad_audio(tiny_ckpt, long_audio, tmp_path):
-    long_audio, _ = long_audio
+    long_audio = shutil.copy(long_audio[0], tmp_path / "long talk.wav")  # names: relative to one folder
     bad = tmp_path / "bad.wav"
     bad.write_bytes(b"RIFF....WAVEfmt nothing")
     out = tmp_path / "t.jsonl"
@@ -56,15 +56,15 @@ def test_resume_after_a_torn_journal_and_bad_audio(tiny_ckpt, long_audio, tmp_pa
     first = run_cli(*args)
     assert first.returncode == 1 and "failed 1" in first.stderr, first.stderr
     rows = jsonl_rows(out)
-    assert rows[-1]["file_name"] == "bad.wav" and "bad.wav" in rows[-1]["error"]
+    assert rows[0]["file_name"] == "bad.wav" and "bad.wav" in rows[0]["error"]  # sorted: bad.wav first
     data = out.read_bytes().splitlines(keepends=True)
-    out.write_bytes(data[0] + data[1][:20])  # killed while writing block 1
+    out.write_bytes(data[0] + data[1] + data[2][:20])  # killed while writing block 1 of the long file
     again = run_cli(*args)
-    assert again.returncode == 1, again.stderr
+    assert again.returncode == 1 and "failed 1" in again.stderr, again.stderr  # bad.wav: not retried
     redone = jsonl_rows(out)
-    assert [(r["file_name"], r["block"]) for r in redone] == [("long talk.wav", 0), ("long talk.wav", 1),
-                                                              ("bad.wav", 0)]
-    assert redone[1]["text"] == rows[1]["text"]
+    assert [(r["file_name"], r["block"]) for r in redone] == [("bad.wav", 0), ("long talk.wav", 0),
+                                                              ("long talk.wav", 1)]
+    assert redone[2]["text"] == rows[2]["text"]
 
 
 def test_bad_arguments_are_usage_errors(tmp_path):
