@@ -44,9 +44,10 @@ def main() -> None:
     # No stop ids: every row decodes exactly max_tokens, so batch sizes are compared on equal work.
     request = GenerationRequest(max_tokens=args.max_tokens, temperature=0.0,
                                 logits_processors=(_no_stop(model),))
+    print("| batch | items/min | tok/s | seconds | vs batch 1 |\n| --- | --- | --- | --- | --- |", flush=True)
     with tempfile.TemporaryDirectory() as tmp:
         items = make_items(Path(tmp), args.items)
-        rows = []
+        base = None
         warm = FileSink(Path(tmp) / "warm.jsonl", "jsonl")
         run_job(model, processor, items[:2], warm, JobOptions(batch_size=2, request=request))
         warm.close()
@@ -55,12 +56,9 @@ def main() -> None:
             s = run_job(model, processor, items, sink, JobOptions(batch_size=b, request=request))
             sink.close()
             assert s.failed == 0 and s.done == len(items)
-            rows.append((b, s.items_per_min, s.tokens_per_s, s.seconds))
-    base = rows[0][1]
-    print(f"| batch | items/min | tok/s | seconds | vs batch {rows[0][0]} |")
-    print("| --- | --- | --- | --- | --- |")
-    for b, ipm, tps, sec in rows:
-        print(f"| {b} | {ipm:.1f} | {tps:.1f} | {sec:.1f} | {ipm / base:.2f}× |")
+            base = base or s.items_per_min  # printed as it goes: a long run killed midway keeps its rows
+            print(f"| {b} | {s.items_per_min:.1f} | {s.tokens_per_s:.1f} | {s.seconds:.1f} | "
+                  f"{s.items_per_min / base:.2f}× |", flush=True)
 
 
 def _no_stop(model):

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import csv
+import shutil
 
 import pytest
 
-from tests.caption_helpers import FAST, comparable, jsonl_rows, media_folder, run_cli
+from tests.caption_helpers import EXAMPLES, FAST, comparable, jsonl_rows, media_folder, run_cli
 
 NAMES = ["broken.jpg", "chart.png", "speech.ogg", "sub dir/note 1.jpg", "sub dir/scène été.jpg"]
 
@@ -99,3 +100,18 @@ def test_bad_inputs_are_one_line_usage_errors(tmp_path, make_args, message):
     assert result.returncode == 2, result.stderr
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error:") and message in lines[0], result.stderr
+
+
+def test_a_video_is_captioned_with_its_frames(tiny_ckpt, tmp_path):
+    from tests.video_clips import write_clip
+
+    folder = tmp_path / "clips"
+    folder.mkdir()
+    write_clip(folder / "clip.mp4", frames=20, fps=10)  # 2 s: two frames at 1 fps
+    shutil.copy(EXAMPLES / "chart.png", folder / "chart.png")
+    out = tmp_path / "c.jsonl"
+    result = run_cli("caption", folder, "--out", out, "--model", tiny_ckpt.path, "-b", "2", *FAST)
+    assert result.returncode == 0, result.stderr
+    chart, clip = jsonl_rows(out)
+    assert clip["file_name"] == "clip.mp4" and clip["error"] is None and clip["caption"]
+    assert clip["prompt_tokens"] != chart["prompt_tokens"]

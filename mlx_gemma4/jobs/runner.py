@@ -8,7 +8,6 @@ never costs the others their captions.
 
 from __future__ import annotations
 
-import inspect
 import os
 import time
 from collections import deque
@@ -17,7 +16,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..errors import Gemma4Error, InputError
+from ..errors import Gemma4Error
 from ..generation.request import GenerationRequest
 from .inputs import Item
 from .memory import default_batch_size
@@ -73,17 +72,13 @@ def build_messages(item: Item, opts: JobOptions) -> list[dict]:
     return messages
 
 
+_ARGUMENT = {"image": "images", "audio": "audio", "video": "videos"}
+
+
 def preprocess(processor, item: Item, opts: JobOptions):
     """One item → model-ready arrays (numpy); raises InputError for a bad file. Runs in a worker thread."""
-    media: dict[str, list] = {"images": [], "audio": []}
-    if item.kind == "video":
-        if "videos" not in inspect.signature(processor.__call__).parameters:
-            raise InputError(f"{item.file_name}: this build's processor does not read video")
-        media["videos"] = [str(item.path)]
-    else:
-        media["images" if item.kind == "image" else "audio"] = [str(item.path)]
-    return processor(build_messages(item, opts), **media, enable_thinking=opts.request.thinking,
-                     image_budget=opts.image_tokens)
+    return processor(build_messages(item, opts), **{_ARGUMENT[item.kind]: [str(item.path)]},
+                     enable_thinking=opts.request.thinking, image_budget=opts.image_tokens)
 
 
 def error_row(item: Item, err: BaseException, seconds: float) -> dict[str, Any]:
