@@ -22,7 +22,7 @@ from typer.exceptions import TyperException
 from mlx_gemma4.errors import Gemma4Error, InputError, ModelLoadError
 
 # Modules of cli/ that add commands; other engineers append theirs (generate, chat, caption, bench…).
-COMMAND_GROUPS = ("convert", "generate")
+COMMAND_GROUPS = ("convert", "generate", "bench", "serve", "caption")
 
 EXIT_FAILURE, EXIT_USAGE, EXIT_INTERRUPTED = 1, 2, 130
 # A model folder or hub id is user input like a file: a bad one is a usage problem, not a crash.
@@ -76,8 +76,9 @@ class _Gemma4Group(TyperGroup):
                 print_error(f"{command}: {message} (see {command} --help)")
             code = e.exit_code
         except (typer.Abort, KeyboardInterrupt, EOFError):
-            err_console.print("[bold red]interrupted[/bold red]")
             code = EXIT_INTERRUPTED
+        if code == EXIT_INTERRUPTED:  # typer turns Ctrl-C inside a command into this exit code
+            err_console.print("[bold red]interrupted[/bold red]")
         sys.exit(code if isinstance(code, int) else 0)
 
 

@@ -13,7 +13,7 @@ from rich.console import Console
 from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
-from mlx_gemma4.errors import ConversionError, InputError
+from mlx_gemma4.errors import ConversionInputError, InputError
 
 _SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([KMG]i?B?|B)?\s*$", re.IGNORECASE)
 _UNITS = {"": 1, "B": 1, "K": 1e3, "M": 1e6, "G": 1e9, "KI": 2**10, "MI": 2**20, "GI": 2**30}
@@ -23,7 +23,7 @@ def parse_size(text: str) -> int:
     """'4GB', '500MB', '2GiB', '1048576' → bytes."""
     m = _SIZE.match(text)
     if not m:
-        raise InputError(f"not a size: {text!r} (examples: 4GB, 500MB, 2GiB)")
+        raise InputError(f"--max-shard-size: not a size: {text!r} (examples: 4GB, 500MB, 2GiB)")
     unit = (m.group(2) or "").upper().removesuffix("B")
     return int(float(m.group(1)) * _UNITS[unit])
 
@@ -53,19 +53,18 @@ def convert_cmd(
     recipe: Annotated[str, typer.Option(help="uniform, or mixed (sensitive tensors one step higher).")] = "uniform",
     dtype: Annotated[str, typer.Option(help="Float dtype of kept tensors and scales (or float32).")] = "bfloat16",
     max_shard_size: Annotated[str, typer.Option(help="Largest output shard (e.g. 4GB, 500MB).")] = "4GB",
-    force: Annotated[bool, typer.Option("--force", help="Replace OUT if it exists.")] = False,
+    force: Annotated[bool, typer.Option("--force", help="Replace OUT if it is an earlier conversion output.")] = False,
+    no_tokenizer: Annotated[bool, typer.Option("--no-tokenizer", help="Convert a source without tokenizer files "
+                                                                        "(the output has none either).")] = False,
     upload_repo: Annotated[str | None, typer.Option(help="Upload the result to this hub repo (org/name).")] = None,
 ) -> None:
     """Convert a Hugging Face checkpoint (model or MTP drafter) to an MLX folder, streaming one tensor at a time."""
     from mlx_gemma4.convert.convert import ConvertOptions, convert, upload
 
-    opts = ConvertOptions(bits, group_size, recipe, dtype, parse_size(max_shard_size), force)
-    try:
-        opts.check()
-    except ConversionError as e:  # a bad flag value is a usage error (exit status 2), not a failed conversion
-        raise InputError(str(e)) from e
+    opts = ConvertOptions(bits, group_size, recipe, dtype, parse_size(max_shard_size), force, no_tokenizer)
+    opts.check()
     if upload_repo is not None and upload_repo.count("/") != 1:
-        raise InputError(f"--upload-repo must look like org/name, not {upload_repo!r}")
+        raise ConversionInputError(f"--upload-repo must look like org/name, not {upload_repo!r}")
     _interrupt_on_sigterm()
     console = Console()  # per command: picks up the terminal width of this run
     with _progress(console) as bar:
@@ -93,8 +92,13 @@ def print_report(result, console: Console) -> None:
     console.print(
         f"{result.shards} shard(s); source {result.source_bytes / 1e9:.3f} GB → {result.total_bytes / 1e9:.3f} GB"
     )
+    if result.missing_side_files:
+        console.print(f"not in the source (so not in the output): {', '.join(result.missing_side_files)}")
+    for note in result.notes:
+        console.print(f"note: {note}")
     for w in result.warnings:
-        console.print(f"[bold yellow]warning:[/bold yellow] {w}")
+        style = "bold red" if w.startswith("NO TOKENIZER") else "bold yellow"
+        console.print(f"[{style}]warning:[/{style}] {w}")
 
 
 def synth_cmd(
@@ -103,11 +107,20 @@ def synth_cmd(
     layers: Annotated[int | None, typer.Option(help="Number of decoder layers (default: the geometry's own).")] = None,
     dtype: Annotated[str, typer.Option(help="bfloat16, float16 or float32.")] = "bfloat16",
     seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
-    force: Annotated[bool, typer.Option("--force", help="Replace OUT if it exists.")] = False,
+    force: Annotated[bool, typer.Option("--force", help="Replace OUT if it is an earlier synth/convert output.")]
+    = False,
 ) -> None:
     """Write a random checkpoint of the real geometry (streamed, bounded memory) for benchmarks and sizing."""
-    from mlx_gemma4.convert.synth import synthesize
+    from mlx_gemma4.convert.options import FLOAT_DTYPE_NAMES
+    from mlx_gemma4.convert.synth import GEOMETRIES, synthesize
 
+    # bad arguments are bad input (exit 2), checked before anything is written
+    if geometry not in GEOMETRIES:
+        raise ConversionInputError(f"--geometry must be one of {', '.join(GEOMETRIES)}, not {geometry!r}")
+    if dtype not in FLOAT_DTYPE_NAMES:
+        raise ConversionInputError(f"--dtype must be one of {FLOAT_DTYPE_NAMES}, not {dtype!r}")
+    if layers is not None and layers < 1:
+        raise ConversionInputError("--layers must be at least 1")
     _interrupt_on_sigterm()
     console = Console()  # per command: picks up the terminal width of this run
     with _progress(console) as bar:

@@ -146,16 +146,18 @@ def _answer(chat: ChatState, text: str) -> None:
     """One turn: stream the reply; Ctrl-C stops only this reply, a bad file only this turn's files."""
     from mlx_gemma4.errors import InputError
 
-    stream = chat.session.send(text, images=chat.images, audio=chat.audio, videos=chat.videos, **chat.options)
     try:
-        _print_stream(stream)
+        stream = chat.session.send(text, images=chat.images, audio=chat.audio, videos=chat.videos, **chat.options)
+        try:
+            _print_stream(stream)
+        finally:
+            stream.close()  # the session settles a reply that was cut short
     except KeyboardInterrupt:
         typer.echo()
         err.print("(answer stopped)", style="dim")
     except InputError as e:  # a bad file or argument: report it, drop the files, keep the conversation
         err.print(f"[bold red]error:[/bold red] {escape(str(e))}", soft_wrap=True)
     finally:
-        stream.close()
         chat.images, chat.audio, chat.videos = [], [], []
 
 

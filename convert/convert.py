@@ -3,28 +3,24 @@
 Nothing ever holds the whole model: shard headers are planned from the source headers alone (output
 shapes follow from the quantization policy in ``mlx_gemma4.quant``), then each tensor streams into
 its place. Everything is written into a hidden folder beside OUT and moved into place at the very end,
-so an interrupted run never leaves a half-written OUT.
+so an interrupted run never leaves a half-written OUT; where OUT may be and what ``--force`` may replace
+is ``outdir.py``'s rule (shared with ``synth``). Every refusal happens before anything is written.
 """
 
 from __future__ import annotations
 
 import json
 import math
-import os
 import shutil
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import mlx.core as mx
 
-from mlx_gemma4.errors import ConversionError
+from mlx_gemma4.errors import ConversionError, ConversionInputError
 from mlx_gemma4.quant import (
-    BITS_CHOICES,
-    GROUP_SIZES,
-    RECIPES,
     QuantSpec,
     module_spec,
     quantizable,
@@ -34,37 +30,18 @@ from mlx_gemma4.quant import (
 )
 
 from .model_card import model_card
+from .options import DEFAULT_SHARD_BYTES, ComponentStats, ConversionResult, ConvertOptions
+from .outdir import check_output, early_protected, protected_paths, remove_stale_staging, staging_folder
 from .safetensors_io import DTYPES, PlannedTensor, ShardLayout, ShardWriter, read_rows, row_chunks
-from .source import SIDE_FILES, Source, open_source
+from .source import TOKENIZER_FILES, Source, open_source
+
+__all__ = [
+    "DEFAULT_SHARD_BYTES", "FLOAT_DTYPES", "ComponentStats", "ConversionResult", "ConvertOptions", "convert",
+    "remove_stale_staging", "upload",
+]
 
 FLOAT_DTYPES = {"bfloat16": mx.bfloat16, "float16": mx.float16, "float32": mx.float32}
-DEFAULT_SHARD_BYTES = 4 << 30
 Progress = Callable[[int, int, str], None]  # (bytes done, bytes total, current tensor)
-
-
-@dataclass(frozen=True)
-class ConvertOptions:
-    """What to produce."""
-
-    bits: int = 4
-    group_size: int = 64
-    recipe: str = "uniform"
-    dtype: str = "bfloat16"
-    max_shard_bytes: int = DEFAULT_SHARD_BYTES
-    force: bool = False
-
-    def check(self) -> None:
-        """Raise ConversionError for an impossible combination."""
-        if self.bits not in BITS_CHOICES:
-            raise ConversionError(f"--bits must be one of {BITS_CHOICES}, not {self.bits}")
-        if self.group_size not in GROUP_SIZES:
-            raise ConversionError(f"--group-size must be one of {GROUP_SIZES}, not {self.group_size}")
-        if self.recipe not in RECIPES:
-            raise ConversionError(f"--recipe must be one of {RECIPES}, not {self.recipe!r}")
-        if self.dtype not in FLOAT_DTYPES:
-            raise ConversionError(f"--dtype must be one of {tuple(FLOAT_DTYPES)}, not {self.dtype!r}")
-        if self.max_shard_bytes < 1:
-            raise ConversionError("the shard size limit must be positive")
 
 
 @dataclass
@@ -80,39 +57,6 @@ class Item:
     def nbytes(self) -> int:
         """Bytes written for this tensor."""
         return sum(t.nbytes for t in self.outputs)
-
-
-@dataclass
-class ComponentStats:
-    """Size of one component of the converted model."""
-
-    params: int = 0
-    nbytes: int = 0
-    precisions: set[str] = field(default_factory=set)
-
-    @property
-    def bits_per_weight(self) -> float:
-        """Stored bits per original parameter (scales and biases included)."""
-        return 8 * self.nbytes / max(self.params, 1)
-
-
-@dataclass
-class ConversionResult:
-    """What a conversion produced, for the report."""
-
-    out: Path
-    source_bytes: int
-    total_bytes: int
-    params: int
-    shards: int
-    components: dict[str, ComponentStats]
-    quantization: dict[str, Any] | None
-    warnings: list[str]
-
-    @property
-    def bits_per_weight(self) -> float:
-        """Stored bits per parameter over the whole model."""
-        return 8 * self.total_bytes / max(self.params, 1)
 
 
 def component_of(name: str) -> str:
@@ -197,17 +141,27 @@ def write_item(writer: ShardWriter, item: Item, dtype: mx.Dtype) -> None:
 def convert(
     src: str | Path, out: str | Path, opts: ConvertOptions, progress: Progress | None = None
 ) -> ConversionResult:
-    """Convert a Hugging Face checkpoint (folder or hub id) into an MLX folder at ``out``."""
+    """Convert a Hugging Face checkpoint (folder or hub id) into an MLX folder at ``out``.
+
+    Every refusal (bad options, source, side file or output folder) comes before anything is written."""
     opts.check()
     out = Path(out).expanduser()
+    check_output(out, opts.force, early_protected(src))  # before a hub download or reading the source
     source = open_source(src)
-    if out.resolve() == source.folder.resolve():
-        raise ConversionError(f"{out}: the output folder is the source folder")
+    no_tokenizer = [f for f in TOKENIZER_FILES if f in source.missing]
+    if no_tokenizer and not source.is_assistant and not opts.no_tokenizer:
+        raise ConversionInputError(
+            f"{source.folder}: no {' or '.join(no_tokenizer)}, so the output could not be used by gemma4 "
+            "generate/chat; copy the tokenizer files from the original checkpoint into it, or pass --no-tokenizer"
+        )
     items = plan(source, opts)
     groups = shard_groups(items, opts.max_shard_bytes)
     total = sum(i.source.nbytes for i in items)
     dtype = FLOAT_DTYPES[opts.dtype]
-    with staging_folder(out, opts.force) as tmp:
+    notes: list[str] = []
+    needed = sum(i.nbytes for i in items) + sum((source.folder / f).stat().st_size for f in source.side_files)
+    protected = protected_paths(source.folder, source.files)
+    with staging_folder(out, opts.force, "convert", protected, needed, notes) as tmp:
         done = 0
         weight_map: dict[str, str] = {}
         for n, group in enumerate(groups, start=1):
@@ -226,6 +180,7 @@ def convert(
             progress(total, total, "")
         result = summarize(tmp, out, source, items, len(groups), opts)
         write_metadata(tmp, source, weight_map, result, opts)
+    result.notes += notes
     return result
 
 
@@ -251,6 +206,12 @@ def summarize(
         quantization=block,
         warnings=[],
     )
+    result.missing_side_files = list(source.missing)
+    if no_tok := [f for f in TOKENIZER_FILES if f in source.missing and not source.is_assistant]:
+        result.warnings.append(
+            f"NO TOKENIZER: the source has no {' or '.join(no_tok)}, so neither has {out}: gemma4 generate/chat "
+            "and load(...)'s processor cannot use it until the original checkpoint's tokenizer files are copied in"
+        )
     if opts.bits == 4 and result.bits_per_weight > 5:
         result.warnings.append(
             f"a '4-bit' conversion stores {result.bits_per_weight:.2f} bits per weight: tensors kept at higher "
@@ -283,54 +244,9 @@ def write_metadata(
     if result.quantization:
         config["quantization"] = result.quantization
     (tmp / "config.json").write_text(json.dumps(config, indent=2) + "\n")
-    for name in SIDE_FILES:
-        if (source.folder / name).is_file():
-            shutil.copyfile(source.folder / name, tmp / name)
+    for name in source.side_files:  # checked when the source was opened
+        shutil.copyfile(source.folder / name, tmp / name)
     (tmp / "README.md").write_text(model_card(source, result, opts))
-
-
-@contextmanager
-def staging_folder(out: Path, force: bool) -> Iterator[Path]:
-    """A hidden folder beside ``out`` that becomes ``out`` only when the block finishes without error."""
-    if out.exists() and not out.is_dir():
-        raise ConversionError(f"{out} exists and is not a folder")
-    if out.exists() and not force:
-        raise ConversionError(f"{out} already exists (pass --force to replace it)")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    remove_stale_staging(out)
-    tmp = out.parent / f".{out.name}.converting-{os.getpid()}"
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir()
-    try:
-        yield tmp
-    except BaseException:  # includes KeyboardInterrupt: an interrupted run leaves nothing behind
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    if out.exists():
-        old = out.parent / f".{out.name}.replaced-{os.getpid()}"
-        out.rename(old)
-        tmp.rename(out)
-        shutil.rmtree(old)
-    else:
-        tmp.rename(out)
-
-
-def remove_stale_staging(out: Path) -> None:
-    """Remove staging folders of earlier runs into ``out`` whose process is gone (e.g. killed with -9)."""
-    for p in out.parent.glob(f".{out.name}.converting-*"):
-        pid = p.name.rsplit("-", 1)[-1]
-        if pid.isdigit() and not _alive(int(pid)):
-            shutil.rmtree(p, ignore_errors=True)
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def upload(out: Path, repo_id: str) -> str:

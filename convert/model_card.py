@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from .convert import ConversionResult, ConvertOptions
+    from .options import ConversionResult, ConvertOptions
     from .source import Source
 
 

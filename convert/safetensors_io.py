@@ -21,7 +21,7 @@ from pathlib import Path
 import mlx.core as mx
 import numpy as np
 
-from mlx_gemma4.errors import ConversionError
+from mlx_gemma4.errors import ConversionError, ConversionInputError
 
 # safetensors dtype name → (numpy storage dtype, mlx dtype). bf16 travels as uint16 bits through numpy.
 DTYPES: dict[str, tuple[np.dtype, mx.Dtype]] = {
@@ -58,17 +58,27 @@ def read_header(path: Path) -> dict[str, TensorInfo]:
             if length > 100_000_000:
                 raise ValueError("header length is implausible")
             header = json.loads(f.read(length))
-    except (OSError, ValueError, struct.error) as e:
-        raise ConversionError(f"{path}: not a readable safetensors file ({e})") from e
+        if not isinstance(header, dict):
+            raise ValueError("the header is not a JSON object")
+        size = path.stat().st_size
+    except (OSError, ValueError, struct.error, RecursionError) as e:
+        raise ConversionInputError(f"{path}: not a readable safetensors file ({e})") from e
     base = 8 + length
     out = {}
     for name, meta in header.items():
         if name == "__metadata__":
             continue
-        if meta["dtype"] not in DTYPES:
-            raise ConversionError(f"{path}: tensor '{name}' has unsupported dtype {meta['dtype']}")
-        a, b = meta["data_offsets"]
-        out[name] = TensorInfo(name, path, meta["dtype"], tuple(meta["shape"]), base + a, b - a)
+        try:
+            dtype, shape, (a, b) = meta["dtype"], tuple(int(n) for n in meta["shape"]), meta["data_offsets"]
+            if dtype not in DTYPES:
+                raise ConversionInputError(f"{path}: tensor '{name}' has unsupported dtype {dtype}")
+            if not (isinstance(a, int) and isinstance(b, int) and 0 <= a <= b) or base + b > size:
+                raise ValueError(f"data_offsets {meta['data_offsets']} outside the file")
+            if b - a != math.prod(shape) * DTYPES[dtype][0].itemsize:
+                raise ValueError(f"{b - a} bytes for shape {list(shape)} {dtype}")
+        except (KeyError, TypeError, ValueError) as e:
+            raise ConversionInputError(f"{path}: tensor '{name}' has a broken header entry ({e})") from e
+        out[name] = TensorInfo(name, path, dtype, shape, base + a, b - a)
     return out
 
 
@@ -82,7 +92,7 @@ def read_rows(info: TensorInfo, row_start: int, row_stop: int) -> mx.array:
         f.seek(info.start + row_start * row_bytes)
         data = f.read(count)
     if len(data) != count:
-        raise ConversionError(f"{info.path}: truncated data for tensor '{info.name}'")
+        raise ConversionInputError(f"{info.path}: truncated data for tensor '{info.name}'")
     arr = np.frombuffer(data, dtype=np_dtype).reshape((row_stop - row_start, *shape[1:]))
     out = mx.array(arr)
     if mx_dtype == mx.bfloat16:

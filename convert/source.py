@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -10,8 +9,10 @@ from typing import Any
 from mlx.utils import tree_flatten
 
 from mlx_gemma4.config import ModelConfig
-from mlx_gemma4.errors import ConversionError, Gemma4Error
-from mlx_gemma4.loader import check_shapes, infer_layer_geometry, resolve_path, weight_files
+from mlx_gemma4.errors import ConversionError, ConversionInputError, Gemma4Error
+from mlx_gemma4.generation.sampling import GenerationDefaults
+from mlx_gemma4.jsonfile import read_json_object
+from mlx_gemma4.loader import _TOKENIZER_FILES, check_shapes, infer_layer_geometry, resolve_path, weight_files
 from mlx_gemma4.weights import assistant_to_mlx_name, to_mlx_name
 
 from .safetensors_io import TensorInfo, read_header
@@ -33,6 +34,11 @@ SIDE_FILES = (
     "preprocessor_config.json",
     "video_preprocessor_config.json",
 )
+# The loader builds a processor only when both are present (``load``): without them the CLI cannot run OUT.
+TOKENIZER_FILES = _TOKENIZER_FILES
+# Reported when absent (the loader falls back to defaults); alternatives separated by " or ".
+EXPECTED_SIDE_FILES = (*TOKENIZER_FILES, "chat_template.jinja or chat_template.json", "generation_config.json",
+                       "processor_config.json or preprocessor_config.json")
 
 
 @dataclass
@@ -43,6 +49,9 @@ class Source:
     config: dict[str, Any]
     tensors: dict[str, TensorInfo]  # MLX name → where the HF tensor lives
     expected: dict[str, tuple[int, ...]] = field(default_factory=dict)
+    side_files: list[str] = field(default_factory=list)  # present in ``folder``, checked, copied to OUT
+    missing: list[str] = field(default_factory=list)  # of EXPECTED_SIDE_FILES (none reported for a drafter)
+    files: list[Path] = field(default_factory=list)  # every file the conversion reads (kept clear of OUT)
 
     @property
     def is_assistant(self) -> bool:
@@ -56,36 +65,77 @@ class Source:
 
 
 def resolve_source(src: str | Path) -> Path:
-    """A local folder, or a hub id downloaded (or found in the offline cache) with huggingface-hub."""
+    """A local folder, or a hub id downloaded (or found in the offline cache) with huggingface-hub.
+
+    A source that is not there is bad input (``ConversionInputError``); a hub that cannot be reached is not."""
     try:
         return resolve_path(src)
     except Gemma4Error as e:
-        raise ConversionError(str(e)) from e
+        offline = type(e.__cause__).__name__ == "LocalEntryNotFoundError"
+        raise (ConversionError if offline else ConversionInputError)(" ".join(str(e).split())) from e
 
 
 def read_source_config(folder: Path) -> dict[str, Any]:
     """``config.json`` of a source checkpoint, checked for a model type this converter handles."""
     path = folder / "config.json"
-    if not path.is_file():
-        raise ConversionError(f"{folder}: no config.json (not a Hugging Face checkpoint folder)")
-    try:
-        config = json.loads(path.read_text())
-    except json.JSONDecodeError as e:
-        raise ConversionError(f"{path}: not valid JSON ({e})") from e
+    if not path.exists():
+        raise ConversionInputError(f"{folder}: no config.json (not a Hugging Face checkpoint folder)")
+    config = read_json_object(path, ConversionInputError)
     model_type = config.get("model_type")
     if model_type not in (*TARGET_TYPES, ASSISTANT_TYPE):
-        raise ConversionError(
-            f"{folder}: model_type {model_type!r} is not a Gemma 4 unified checkpoint "
+        raise ConversionInputError(
+            f"{path}: model_type {model_type!r} is not a Gemma 4 unified checkpoint "
             f"(expected one of {', '.join((*TARGET_TYPES, ASSISTANT_TYPE))})"
         )
-    if config.get("quantization"):
-        raise ConversionError(f"{folder}: already an MLX quantized folder; convert from the original checkpoint")
+    marker = config.get("mlx_gemma4")
+    if config.get("quantization") or (isinstance(marker, dict) and marker.get("written_by") == "gemma4 convert"):
+        raise ConversionInputError(f"{folder}: already an MLX converted folder; convert from the original checkpoint")
+    if model_type != TARGET_TYPES[1] and not isinstance(config.get("text_config"), dict):
+        raise ConversionInputError(f"{path}: 'text_config' is missing or not a JSON object")
     return config
 
 
+def check_side_files(folder: Path) -> list[str]:
+    """The side files of ``folder`` to copy, each checked first: JSON ones must hold a JSON object (and a
+    generation config must have the value types generation reads), templates must be UTF-8 text."""
+    present = []
+    for name in SIDE_FILES:
+        path = folder / name
+        if not path.exists() and not path.is_symlink():
+            continue
+        if not path.is_file():
+            raise ConversionInputError(f"{path}: not a file (a broken link or a folder)")
+        if name.endswith(".json"):
+            data = read_json_object(path, ConversionInputError)
+            if name == "generation_config.json":
+                try:
+                    GenerationDefaults.from_dict(data)
+                except (TypeError, ValueError) as e:
+                    raise ConversionInputError(f"{path}: a field has the wrong type ({e})") from e
+        elif name.endswith(".jinja"):
+            try:
+                path.read_text(encoding="utf-8")
+            except (OSError, UnicodeDecodeError) as e:
+                raise ConversionInputError(f"{path}: not a readable UTF-8 template ({e})") from e
+        elif path.stat().st_size == 0:
+            raise ConversionInputError(f"{path}: empty file")
+        present.append(name)
+    return present
+
+
+def missing_side_files(folder: Path, present: list[str]) -> list[str]:
+    """Which of EXPECTED_SIDE_FILES the source lacks (a chat template inside tokenizer_config.json counts)."""
+    missing = [want for want in EXPECTED_SIDE_FILES if not any(alt in present for alt in want.split(" or "))]
+    template = "chat_template.jinja or chat_template.json"
+    if (template in missing and "tokenizer_config.json" in present
+            and read_json_object(folder / "tokenizer_config.json", ConversionInputError).get("chat_template")):
+        missing.remove("chat_template.jinja or chat_template.json")
+    return missing
+
+
 def source_files(folder: Path) -> list[Path]:
-    """The safetensors shards of the source (the loader's rule), problems as ConversionError."""
-    return weight_files(folder, ConversionError)
+    """The safetensors shards of the source (the loader's rule), problems as ConversionInputError."""
+    return weight_files(folder, ConversionInputError)
 
 
 def expected_shapes(config: dict[str, Any], tensors: dict[str, TensorInfo]) -> dict[str, tuple[int, ...]]:
@@ -97,8 +147,8 @@ def expected_shapes(config: dict[str, Any], tensors: dict[str, TensorInfo]) -> d
     fake = {k: _Shaped(t.shape) for k, t in tensors.items()}  # the geometry helper reads only shapes
     try:
         cfg = ModelConfig.from_dict(infer_layer_geometry(config, fake))
-    except Gemma4Error as e:
-        raise ConversionError(str(e)) from e
+    except (Gemma4Error, TypeError, ValueError, AttributeError) as e:
+        raise ConversionInputError(str(e) if isinstance(e, Gemma4Error) else f"config.json: invalid value ({e})") from e
     model = Gemma4Model(cfg)  # mlx is lazy: parameters are never evaluated here
     return {k: tuple(v.shape) for k, v in tree_flatten(model.parameters())}
 
@@ -119,7 +169,7 @@ def assistant_shapes(config: dict[str, Any]) -> dict[str, tuple[int, ...]]:
         head_dim = int(text["head_dim"])
         backbone = int(config.get("backbone_hidden_size", 3840))
     except (KeyError, TypeError, ValueError) as e:
-        raise ConversionError(f"config.json: assistant text_config lacks a size ({e})") from e
+        raise ConversionInputError(f"config.json: assistant text_config lacks a size ({e})") from e
     types = text.get("layer_types") or ["full_attention" if (i + 1) % 6 == 0 else "sliding_attention" for i in range(n)]
     per_layer = {int(k): v for k, v in (text.get("per_layer_config") or {}).items() if str(k).isdigit()}
     out: dict[str, tuple[int, ...]] = {
@@ -152,19 +202,27 @@ def assistant_shapes(config: dict[str, Any]) -> dict[str, tuple[int, ...]]:
 
 
 def open_source(src: str | Path) -> Source:
-    """Resolve, read and check a source checkpoint: every tensor known, none missing, every shape right."""
+    """Resolve, read and check a source checkpoint: side files valid, every tensor known, none missing,
+    every shape right. Problems are ``ConversionInputError`` naming the file."""
     folder = resolve_source(src)
     config = read_source_config(folder)
+    side_files = check_side_files(folder)
     rename = assistant_to_mlx_name if config.get("model_type") == ASSISTANT_TYPE else to_mlx_name
     tensors: dict[str, TensorInfo] = {}
-    for f in source_files(folder):
+    shards = source_files(folder)
+    for f in shards:
         for name, info in read_header(f).items():
             new = rename(name)
             if new is not None:
                 tensors[new] = info
     expected = expected_shapes(config, tensors)
     check_shapes(
-        expected, {k: t.shape for k, t in tensors.items()}, f"{folder}: checkpoint", ConversionError,
+        expected, {k: t.shape for k, t in tensors.items()}, f"{folder}: checkpoint", ConversionInputError,
         shown=lambda name: tensors[name].name,
     )
-    return Source(folder, config, tensors, expected)
+    missing = [] if config.get("model_type") == ASSISTANT_TYPE else missing_side_files(folder, side_files)
+    files = [folder / "config.json", *shards, *(folder / n for n in side_files)]
+    index = folder / "model.safetensors.index.json"
+    if index.is_file():
+        files.append(index)
+    return Source(folder, config, tensors, expected, side_files, missing, files)

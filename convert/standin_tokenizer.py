@@ -23,7 +23,9 @@ import json
 from pathlib import Path
 from typing import Any
 
-# Text special tokens at their ids in the real Gemma 4 vocabulary (the same in every checkpoint).
+# Text special tokens at their ids in the real Gemma 4 vocabulary (the same in every checkpoint; the
+# think/channel/tool ids as other runtimes' Gemma 4 fixtures give them). The runtime never hard-codes
+# them: it reads every id from the checkpoint's tokenizer.
 TEXT_SPECIAL_IDS: dict[str, int] = {
     "<pad>": 0, "<eos>": 1, "<bos>": 2, "<unk>": 3, "<mask>": 4,
     "<|tool>": 46, "<tool|>": 47, "<|tool_call>": 48, "<tool_call|>": 49,
@@ -233,12 +235,14 @@ def processor_config(max_soft_tokens: int = 280) -> dict[str, Any]:
         "image_processor": {**common, "do_normalize": False, "max_soft_tokens": max_soft_tokens,
                             "image_processor_type": "Gemma4UnifiedImageProcessor"},
         "video_processor": {**common, "do_normalize": True, "do_sample_frames": True, "num_frames": 32,
-                            "max_soft_tokens": 70, "video_processor_type": "Gemma4UnifiedVideoProcessor"},
+                            "max_soft_tokens": 70, "return_metadata": False,
+                            "video_processor_type": "Gemma4UnifiedVideoProcessor"},
         "feature_extractor": {"feature_size": 640, "sampling_rate": 16000, "padding_value": 0.0,
                               "padding_side": "right", "return_attention_mask": True,
                               "audio_samples_per_token": 640,
                               "feature_extractor_type": "Gemma4UnifiedAudioFeatureExtractor"},
         "image_seq_length": max_soft_tokens,
+        "audio_seq_length": 750,
         "audio_ms_per_token": 40,
     }
 

@@ -24,7 +24,8 @@ from mlx_gemma4.errors import ConversionError
 from mlx_gemma4.presets import BACKBONE_WIDTH, GEOMETRIES, VISION_WIDTH, text_preset
 from mlx_gemma4.weights import to_hf_name
 
-from .convert import FLOAT_DTYPES, shard_groups, staging_folder
+from .convert import FLOAT_DTYPES, shard_groups
+from .outdir import staging_folder
 from .safetensors_io import PlannedTensor, ShardLayout, ShardWriter, row_chunks
 from .source import assistant_shapes
 from .standin_tokenizer import MEDIA_TOKEN_FIELDS, write_standin_processor
@@ -154,7 +155,7 @@ def synthesize(
     groups = shard_groups(tensors, shard_bytes)  # the converter's packing: a PlannedTensor has .nbytes too
     total, done, count = sum(t.nbytes for t in tensors), 0, 0
     weight_map: dict[str, str] = {}
-    with staging_folder(Path(out).expanduser(), force) as tmp:
+    with staging_folder(Path(out).expanduser(), force, "synth", needed_bytes=total) as tmp:
         for n, group in enumerate(groups, start=1):
             fname = f"model-{n:05d}-of-{len(groups):05d}.safetensors"
             writer = ShardWriter(tmp / fname, ShardLayout(group))

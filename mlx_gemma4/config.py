@@ -192,6 +192,8 @@ class ModelConfig:
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> ModelConfig:
         """Build from a parsed ``config.json``; raises ModelLoadError for unsupported model types."""
+        if not isinstance(d, dict):
+            raise ModelLoadError("config.json: expected a JSON object {...}")
         model_type = d.get("model_type")
         if model_type in TEXT_ONLY_MODEL_TYPES:
             text, vision, audio = d, None, None
@@ -200,6 +202,9 @@ class ModelConfig:
             if not isinstance(text, dict):
                 raise ModelLoadError("config.json: 'text_config' is missing")
             vision, audio = d.get("vision_config"), d.get("audio_config")
+            for key, section in (("vision_config", vision), ("audio_config", audio)):
+                if section is not None and not isinstance(section, dict):
+                    raise ModelLoadError(f"config.json: '{key}' must be a JSON object")
         else:
             raise ModelLoadError(
                 f"unsupported model_type {model_type!r}: this package runs "

@@ -15,3 +15,8 @@ class ModelLoadError(Gemma4Error):
 
 class ConversionError(Gemma4Error):
     """A checkpoint cannot be converted."""
+
+
+class ConversionInputError(ConversionError, InputError):
+    """A conversion refused because of its input: a bad source folder or side file, a refused output
+    folder, an invalid option (the CLI exits 2 for these; other ``ConversionError`` s are runtime failures)."""

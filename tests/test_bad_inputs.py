@@ -22,7 +22,7 @@ from mlx_gemma4.convert.standin_tokenizer import write_standin_processor
 from PIL import Image
 from typer.testing import CliRunner
 
-from mlx_gemma4.errors import InputError, ModelLoadError
+from mlx_gemma4.errors import Gemma4Error, InputError, ModelLoadError
 from mlx_gemma4.processing import Processor, load_audio, load_image, process_audio, process_image
 from tests.test_processing_errors import png_header_only
 
@@ -363,3 +363,27 @@ def test_chat_double_slash_sends_a_leading_slash(tiny_ckpt):
                                 input="//etc is a folder\n/quit\n")
     assert result.exit_code == 0 and "unknown command" not in result.stderr
     assert result.stderr.count("TTFT") == 1
+
+
+# ---------------------------------------------------------------- exit statuses by kind of failure
+
+
+@pytest.mark.parametrize(
+    "raised,code,line",
+    [
+        (InputError("photo.png: no such file"), 2, "error: photo.png: no such file"),
+        (ModelLoadError("ckpt: no config.json"), 2, "error: ckpt: no config.json"),
+        (Gemma4Error("the device ran out of memory"), 1, "error: the device ran out of memory"),
+        (KeyboardInterrupt(), 130, "interrupted"),
+    ],
+)
+def test_exit_status_by_kind_of_failure(raised, code, line, monkeypatch):
+    from mlx_gemma4.cli import generate as generate_cli
+
+    def fail(_model):
+        raise raised
+
+    monkeypatch.setattr(generate_cli, "_load", fail)
+    result = CliRunner().invoke(app, ["generate", "-m", "x", "hi"])
+    assert result.exit_code == code
+    assert result.stderr.splitlines() == [line]

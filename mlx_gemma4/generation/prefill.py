@@ -15,14 +15,22 @@ import mlx.core as mx
 import numpy as np
 
 from ..errors import InputError
+from ..model.cache import cache_offset
 from .device import generation_stream
 
+# MLX's CPU attention materialises the scores (batch × heads × chunk × keys, float32). Past the
+# first 2K tokens of context (at 16 heads) the prefill chunk shrinks so they stay under this budget,
+# which bounds the prefill's peak memory whatever the prompt length (GPU kernels fuse attention).
+SCORES_BUDGET_BYTES = 256 << 20
 
-def chunk_bounds(ids: np.ndarray, vision_ids: tuple[int, ...], chunk_size: int, split_last: bool = False) -> list[int]:
+
+def chunk_bounds(ids: np.ndarray, vision_ids: tuple[int, ...], chunk_size: int, split_last: bool = False,
+                 size_at: Callable[[int], int] | None = None) -> list[int]:
     """Chunk boundaries 0 = b0 < b1 < … = T, each chunk ≤ ``chunk_size`` unless one vision block is longer.
 
     ``ids`` is (B, T); a boundary t is allowed when no row has vision tokens at both t − 1 and t.
     ``split_last``: the last token gets a chunk of its own when that boundary is allowed.
+    ``size_at(start)``: a tighter limit for the chunk starting at ``start`` (see ``scores_limit``).
     """
     if chunk_size < 1:
         raise InputError(f"prefill chunk size must be >= 1, got {chunk_size}")
@@ -35,12 +43,25 @@ def chunk_bounds(ids: np.ndarray, vision_ids: tuple[int, ...], chunk_size: int, 
     bounds = [0]
     while bounds[-1] < t:
         start = bounds[-1]
-        target = min(start + chunk_size, t)
+        size = chunk_size if size_at is None else max(1, min(chunk_size, size_at(start)))
+        target = min(start + size, t)
         back = allowed[(allowed > start) & (allowed <= target)]
         bounds.append(int(back[-1]) if back.size else int(allowed[allowed > target][0]))
     if split_last and t > 1 and not inside[t - 1] and bounds[-2] != t - 1:
         bounds.insert(-1, t - 1)
     return bounds
+
+
+def scores_limit(offset: int, heads: int, batch: int, budget: int = SCORES_BUDGET_BYTES) -> Callable[[int], int]:
+    """The largest chunk c starting at prompt position ``start`` (after ``offset`` cached tokens) whose
+    float32 scores, batch × heads × c × (offset + start + c) × 4 bytes, fit in ``budget``."""
+    room = budget / (4 * heads * batch)
+
+    def size_at(start: int) -> int:
+        seen = offset + start
+        return int((-seen + (seen * seen + 4 * room) ** 0.5) / 2)  # c² + seen·c = room
+
+    return size_at
 
 
 def prefill(
@@ -62,7 +83,11 @@ def prefill(
     cfg = model.config
     stream = stream or generation_stream()
     ids = np.asarray(ids)
-    bounds = chunk_bounds(ids, (cfg.image_token_id, cfg.video_token_id), chunk_size, split_last=True)
+    size_at = None
+    if mx.default_device().type == mx.cpu:
+        size_at = scores_limit(cache_offset(cache), cfg.text_config.num_attention_heads, ids.shape[0],
+                               SCORES_BUDGET_BYTES)
+    bounds = chunk_bounds(ids, (cfg.image_token_id, cfg.video_token_id), chunk_size, split_last=True, size_at=size_at)
     total = bounds[-1]
     for a, b in zip(bounds[:-2], bounds[1:-1], strict=True):
         with mx.stream(stream):

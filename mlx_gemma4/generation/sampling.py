@@ -8,7 +8,6 @@ because speculative sampling needs the target's distribution, not just a draw fr
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -17,6 +16,8 @@ from typing import Any
 import mlx.core as mx
 from mlx_lm.sample_utils import apply_min_p, apply_top_k, apply_top_p
 
+from ..errors import ModelLoadError
+from ..jsonfile import read_json_object
 from .request import GenerationRequest
 
 # Spec §7.4: what the converter writes; used when a checkpoint has no generation_config.json.
@@ -57,8 +58,11 @@ class GenerationDefaults:
     def from_folder(cls, folder: str | Path, extra_suppress: tuple[int, ...] = ()) -> GenerationDefaults:
         """Read ``folder/generation_config.json`` (spec §7.4 values when the file is absent)."""
         path = Path(folder) / "generation_config.json"
-        d = json.loads(path.read_text()) if path.is_file() else {}
-        return cls.from_dict(d, extra_suppress)
+        d = read_json_object(path, ModelLoadError) if path.exists() else {}
+        try:
+            return cls.from_dict(d, extra_suppress)
+        except (TypeError, ValueError) as e:
+            raise ModelLoadError(f"{path}: a field has the wrong type ({e})") from e
 
 
 def model_defaults(model) -> GenerationDefaults:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import math
 import os
 from collections.abc import Iterator, Mapping, Sequence
@@ -13,6 +12,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import InputError, ModelLoadError
+from ..jsonfile import read_json_object
 from . import audio as audio_mod
 from . import image as image_mod
 from . import video as video_mod
@@ -57,18 +57,24 @@ class ProcessorConfig:
             image = audio = _read_json(folder / "preprocessor_config.json")
         elif (folder / "config.json").is_file():
             vision = _read_json(folder / "config.json").get("vision_config") or {}
+            vision = vision if isinstance(vision, dict) else {}
             image = {"max_soft_tokens": vision.get("num_soft_tokens", image_mod.DEFAULT_BUDGET)}
+        if not all(isinstance(section, dict) for section in (image, audio, video)):
+            raise ModelLoadError(f"{folder}: the image/audio/video sections of the processor config must be objects")
         _check_supported(folder, image)
-        cfg = cls(
-            image_budget=int(image.get("max_soft_tokens", image_mod.DEFAULT_BUDGET)),
-            sampling_rate=int(audio.get("sampling_rate", audio_mod.SAMPLE_RATE)),
-            audio_samples_per_token=int(
-                audio.get("audio_samples_per_token", audio.get("feature_size", audio_mod.FRAME))
-            ),
-            audio_seq_length=int(top.get("audio_seq_length", audio_mod.MAX_CLIP_FRAMES)),
-            video_num_frames=int(video.get("num_frames") or video_mod.DEFAULT_NUM_FRAMES),
-            video_budget=int(video.get("max_soft_tokens", video_mod.DEFAULT_BUDGET)),
-        )
+        try:
+            cfg = cls(
+                image_budget=int(image.get("max_soft_tokens", image_mod.DEFAULT_BUDGET)),
+                sampling_rate=int(audio.get("sampling_rate", audio_mod.SAMPLE_RATE)),
+                audio_samples_per_token=int(
+                    audio.get("audio_samples_per_token", audio.get("feature_size", audio_mod.FRAME))
+                ),
+                audio_seq_length=int(top.get("audio_seq_length", audio_mod.MAX_CLIP_FRAMES)),
+                video_num_frames=int(video.get("num_frames") or video_mod.DEFAULT_NUM_FRAMES),
+                video_budget=int(video.get("max_soft_tokens", video_mod.DEFAULT_BUDGET)),
+            )
+        except (TypeError, ValueError, AttributeError) as e:
+            raise ModelLoadError(f"{folder}: a processor setting is not a number ({e})") from e
         for what, budget in (("image", cfg.image_budget), ("video", cfg.video_budget)):
             if budget not in image_mod.SUPPORTED_BUDGETS:
                 raise ModelLoadError(f"{folder}: {what} max_soft_tokens {budget} is not a supported budget")
@@ -78,14 +84,8 @@ class ProcessorConfig:
 
 
 def _read_json(path: Path) -> dict[str, Any]:
-    """A JSON object from a checkpoint file, or ModelLoadError."""
-    try:
-        data = json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError) as e:
-        raise ModelLoadError(f"{path}: not readable JSON ({e})") from e
-    if not isinstance(data, dict):
-        raise ModelLoadError(f"{path}: expected a JSON object")
-    return data
+    """A JSON object from a checkpoint file, or ModelLoadError naming it."""
+    return read_json_object(path, ModelLoadError)
 
 
 def _check_supported(folder: Path, image: Mapping[str, Any]) -> None:

@@ -21,7 +21,12 @@ from typing import Any
 from jinja2 import TemplateError
 
 from ..errors import InputError, ModelLoadError
+from ..jsonfile import read_json_object
 from .modalities import BY_MESSAGE_TYPE, MODALITIES
+
+# JSON files AutoTokenizer reads (checked only when it fails, to name the broken one).
+TOKENIZER_JSON_FILES = ("tokenizer_config.json", "tokenizer.json", "special_tokens_map.json", "added_tokens.json",
+                        "chat_template.json")
 
 # Field → (tokenizer_config name, default spelling) of the named special tokens; a checkpoint's
 # tokenizer_config may spell them differently, so the name wins over the default.
@@ -78,7 +83,15 @@ def load_tokenizer(folder: str | Path) -> Any:
     try:
         return AutoTokenizer.from_pretrained(str(folder))
     except (OSError, ValueError, KeyError, TypeError) as e:
+        _check_tokenizer_json(Path(folder))  # a broken JSON file: name it (transformers does not)
         raise ModelLoadError(f"{folder}: cannot load the tokenizer ({e})") from e
+
+
+def _check_tokenizer_json(folder: Path) -> None:
+    """Raise ModelLoadError naming the first tokenizer JSON file of ``folder`` that is not a JSON object."""
+    for name in TOKENIZER_JSON_FILES:
+        if (folder / name).exists():
+            read_json_object(folder / name, ModelLoadError)
 
 
 def _token_id(tokenizer: Any, token: str | None) -> int | None:

@@ -24,7 +24,6 @@ import io
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass
-from pathlib import Path
 
 import av
 import numpy as np
@@ -32,6 +31,7 @@ from PIL import Image
 
 from ..errors import InputError
 from . import image as image_mod
+from .sources import check_path
 
 DEFAULT_NUM_FRAMES = 32
 DEFAULT_BUDGET = 70  # soft tokens per frame: the reference video processor's max_soft_tokens
@@ -120,16 +120,7 @@ def describe_source(source: object) -> str:
 def _open(source: VideoSource, name: str) -> av.container.InputContainer:
     """Open a path or bytes with FFmpeg (header only), or InputError."""
     if isinstance(source, (str, os.PathLike)):
-        if str(source).startswith(("http://", "https://")):
-            raise InputError(f"{name}: URLs are not fetched (no network access here); download the file first")
-        path = Path(source)
-        if not path.exists():
-            raise InputError(f"{name}: no such file")
-        if not path.is_file():
-            raise InputError(f"{name}: not a file")
-        if path.stat().st_size == 0:
-            raise InputError(f"{name}: empty file (0 bytes)")
-        target: object = str(path)
+        target: object = str(check_path(source, name))
     elif isinstance(source, (bytes, bytearray, memoryview)):
         if len(source) == 0:
             raise InputError(f"{name}: empty video data (0 bytes)")
