@@ -283,3 +283,14 @@ def test_readme_client_example(server, capsys):
     code = code.replace('"photo.jpg"', repr(str(EXAMPLES / "scene.jpg")))
     exec(compile(code, "README.md server snippet", "exec"), {"__name__": "readme_snippet"})
     assert capsys.readouterr().out.strip()
+
+
+def test_shared_system_prompt_is_prefilled_once(client, reference):
+    system = {"role": "system", "content": "You answer questions about the world . " * 6}
+    _chat(client, [system, {"role": "user", "content": "first question"}], max_tokens=3, temperature=0)
+    messages = [system, {"role": "user", "content": "a different question"}]
+    resp = _chat(client, messages, max_tokens=6, temperature=0)
+    shared = reference[1]([system], add_generation_prompt=False).input_ids.shape[1]
+    assert resp.usage.prompt_tokens_details.cached_tokens == shared
+    expected = generate(*reference, messages, temperature=0, max_tokens=6)
+    assert _ids(resp) == expected.token_ids
