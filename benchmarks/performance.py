@@ -58,6 +58,9 @@ def targets(data: dict, long: dict | None) -> list[tuple[str, str]]:
     """(target, measured) rows."""
     def r(case: str, kind: str, peer: str, field: str) -> str:
         """The wall-clock ratio, and the CPU-time one where the records have it."""
+        tokens = _ratio(data, case, kind, peer, "prompt_tokens")
+        if tokens and tokens[0] != tokens[1]:
+            return f"not comparable ({tokens[0]} vs {tokens[1]} prompt tokens: the peer ignored the image budget)"
         wall = _fmt(_ratio(data, case, kind, peer, field))
         cpu_field, invert = CPU_OF.get(field, (None, False))
         cpu = _ratio(data, case, kind, peer, cpu_field) if cpu_field else None
