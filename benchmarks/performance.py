@@ -100,8 +100,9 @@ def _concurrent_note(data: dict) -> str:
     cases = [r["cases"] for r in runs if r.get("concurrent")]
     if not cases:
         return ""
-    return (f"; the 12B-size cases ({', '.join(cases)}) ran the runtimes at the same time instead (one round), "
-            "as sequential rounds at that size took over 20 minutes each on the busy machine")
+    return (f"; the runs of {'; '.join(cases)} ran the runtimes at the same time instead (one round each), as "
+            "sequential 12B-size rounds took over 20 minutes each on the busy machine: there the wall-clock share "
+            "each process got varied, and the CPU-time ratios are the better guide")
 
 
 def section(data: dict, long: dict | None) -> str:
