@@ -34,7 +34,11 @@ def quiet_stderr(enabled: bool) -> Iterator[None]:
         return
     with _STDERR_LOCK:
         sys.stderr.flush()
-        saved = os.dup(2)
+        try:
+            saved = os.dup(2)
+        except OSError:  # no file descriptor 2 in this process: nothing to keep clean
+            yield
+            return
         devnull = os.open(os.devnull, os.O_WRONLY)
         try:
             os.dup2(devnull, 2)
