@@ -86,7 +86,7 @@ def checkpoints(case: Case, work: Path, vlm_python: str, image_tokens: int, log:
         for f in ("processor_config.json", "chat_template.jinja", "generation_config.json"):
             if (hf / f).is_file() and not (shared / f).is_file():
                 shutil.copy(hf / f, shared / f)
-        patch_for_peers(shared, image_tokens)
+    patch_for_peers(shared, image_tokens)
     out = {"shared": shared}
     if "lm" in case.impls:
         out["lm"] = lm_checkpoint(hf, case.bits, work, log)

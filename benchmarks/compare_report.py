@@ -53,6 +53,7 @@ def ratios(med: dict) -> list[dict]:
                 "ttft": m["ttft_s"] / p["ttft_s"],  # < 1: sooner
                 "peak": m["peak_memory_bytes"] / p["peak_memory_bytes"],
                 "same_tokens": m["tokens"] == p["tokens"],
+                "prompt_tokens": [m["prompt_tokens"], p["prompt_tokens"]],  # differ: not the same work
                 "cpu_decode": _div(p["cpu_s_per_token"], m["cpu_s_per_token"]),  # > 1: less CPU work per token
                 "cpu_ttft": _div(m["cpu_ttft_s"], p["cpu_ttft_s"]),  # < 1: less CPU work to the first token
             })
@@ -100,12 +101,14 @@ def markdown(info: dict, settings: dict, log: list[str], med: dict, rat: list[di
               "decode and prefill: > 1 is faster; TTFT, ms/token and peak memory: < 1 is better.", "",
               "CPU columns: the same ratios from the CPU seconds each process used (all threads), which "
               "waiting for a core on the shared machine does not inflate.", "",
-              "| case | kind | ours | peer | decode × | ms/token × | prefill × | TTFT × | peak × | CPU decode × "
-              "| CPU TTFT × | same greedy tokens |",
-              "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+              "| case | kind | ours | peer | prompt tokens | decode × | ms/token × | prefill × | TTFT × | peak × "
+              "| CPU decode × | CPU TTFT × | same greedy tokens |",
+              "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     for r in rat:
+        a, b = r["prompt_tokens"]
         lines.append(f"| {r['case']} | {r['kind']} | {IMPL_NAMES[r['impl']]} | {IMPL_NAMES[r['peer']]} | "
-                     f"{r['decode']:.2f} | {r['ms_per_token']:.2f} | {r['prefill']:.2f} | {r['ttft']:.2f} | "
+                     f"{a} vs {b}{'' if a == b else ' (not comparable)'} | {r['decode']:.2f} | "
+                     f"{r['ms_per_token']:.2f} | {r['prefill']:.2f} | {r['ttft']:.2f} | "
                      f"{r['peak']:.2f} | {_f(r.get('cpu_decode'))} | {_f(r.get('cpu_ttft'))} | "
                      f"{'yes' if r['same_tokens'] else 'no'} |")
     if ext:

@@ -58,6 +58,9 @@ def targets(data: dict, long: dict | None) -> list[tuple[str, str]]:
     """(target, measured) rows."""
     def r(case: str, kind: str, peer: str, field: str) -> str:
         """The wall-clock ratio, and the CPU-time one where the records have it."""
+        tokens = _ratio(data, case, kind, peer, "prompt_tokens")
+        if tokens and tokens[0] != tokens[1]:
+            return f"not comparable ({tokens[0]} vs {tokens[1]} prompt tokens: the peer ignored the image budget)"
         wall = _fmt(_ratio(data, case, kind, peer, field))
         cpu_field, invert = CPU_OF.get(field, (None, False))
         cpu = _ratio(data, case, kind, peer, cpu_field) if cpu_field else None
@@ -92,6 +95,16 @@ def targets(data: dict, long: dict | None) -> list[tuple[str, str]]:
     ]
 
 
+def _concurrent_note(data: dict) -> str:
+    runs = data["settings"].get("runs", [data["settings"]])
+    cases = [r["cases"] for r in runs if r.get("concurrent")]
+    if not cases:
+        return ""
+    return (f"; the runs of {'; '.join(cases)} ran the runtimes at the same time instead (one round each), as "
+            "sequential 12B-size rounds took over 20 minutes each on the busy machine: there the wall-clock share "
+            "each process got varied, and the CPU-time ratios are the better guide")
+
+
 def section(data: dict, long: dict | None) -> str:
     """The markdown between the markers."""
     m = data["machine"]
@@ -102,9 +115,11 @@ def section(data: dict, long: dict | None) -> str:
         f"{m['mlx_lm']}, {m['date']}. Random weights of the real geometry (`gemma4 synth`), converted once by "
         "mlx-vlm and loaded by both runtimes (the same bytes); greedy decoding. The machine was shared with "
         f"other jobs (load average {m['load_average'][0]:.0f}–{m['load_average_end'][0]:.0f} on "
-        f"{m['cpus']} cores), so absolute speeds are low and noisy; every ratio compares medians of runs that "
-        "alternated between the runtimes (A/B/A/B, fresh processes). Ratios are mlx-gemma4 ÷ mlx-vlm (or "
-        "mlx-lm): for speeds > 1 is faster, for times and memory < 1 is better.", "",
+        f"{m['cpus']} cores), so absolute speeds are low and noisy: ratios compare medians of runs that "
+        "alternated between the runtimes (A/B/A/B, fresh processes)" + _concurrent_note(data) + ". Where the "
+        "records have them, CPU-time ratios (the CPU seconds each process used, which waiting for a core does "
+        "not inflate) follow in parentheses. Ratios are mlx-gemma4 ÷ mlx-vlm (or mlx-lm): for speeds > 1 is "
+        "faster, for times and memory < 1 is better.", "",
         "| target | measured |", "| --- | --- |",
         *[f"| {t} | {v} |" for t, v in targets(data, long)], "",
         "Full tables, commands and raw records: [`benchmarks/results/compare.md`](benchmarks/results/compare.md), "

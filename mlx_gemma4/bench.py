@@ -121,7 +121,7 @@ class Measurement:
             values = getattr(self, name)
             for stat, fn in (("median", statistics.median), ("min", min), ("max", max)):
                 out[f"{name}_{stat}"] = fn(values) if values else None
-        read = (decode_bytes + self.kv_cache_bytes) / header["batch"] / max(self.tokens_per_step, 1e-9)
+        read = (decode_bytes + self.kv_cache_bytes) / header["batch"] / (self.tokens_per_step or 1.0)
         decode = out["decode_tps_median"]
         out.update(
             peak_memory_bytes=self.peak_memory_bytes or None,
@@ -355,7 +355,12 @@ def run_trial(model, processor, inputs, cfg: BenchConfig, draft) -> dict[str, fl
 
 def measure_kind(model, processor, kind: str, text: str, media: dict[str, Path], cfg: BenchConfig, draft,
                  tick: Callable[[], None] = lambda: None) -> Measurement:
-    """Warm-up runs, then ``trials`` timed runs of one prompt kind."""
+    """Warm-up runs, then ``trials`` timed runs of one prompt kind (unavailable if the checkpoint cannot take it)."""
+    missing = {"image": "vision", "video": "vision", "audio": "audio"}.get(kind)
+    if missing and getattr(model.config, f"{missing}_config") is None:
+        for _ in range(cfg.warmup + cfg.trials):
+            tick()
+        return Measurement(kind, available=False, note=f"this checkpoint has no {missing} embedder")
     m = Measurement(kind)
     for i in range(cfg.warmup + cfg.trials):
         inputs, prep_s = preprocess(processor, kind, text, media, cfg)

@@ -89,3 +89,17 @@ def test_bad_flags_exit_2_with_one_line(env, args, names):
     run = bench(env, *args)
     assert run.returncode == 2
     assert run.stdout == "" and len(run.stderr.strip().splitlines()) == 1 and names in run.stderr
+
+
+def test_a_kind_the_checkpoint_cannot_take_is_reported_unavailable():
+    from types import SimpleNamespace
+
+    from mlx_gemma4.bench import BenchConfig, measure_kind
+
+    model = SimpleNamespace(config=SimpleNamespace(vision_config=None, audio_config=object()))
+    cfg = BenchConfig(synthetic="tiny", image=True, trials=1, warmup=0)
+    m = measure_kind(model, None, "image", "text", {}, cfg, None)
+    assert not m.available and "vision" in m.note
+    header = {"batch": 1}
+    rec = m.record(header, weights_bytes=10, decode_bytes=8, bandwidth_gbps=1.0)
+    assert rec["decode_tps_median"] is None and rec["bandwidth_share"] is None and rec["kv_cache_bytes"] is None
