@@ -159,7 +159,7 @@ def answer(chat: ChatState, text: str) -> None:
     except KeyboardInterrupt:
         progress.close()
         typer.echo()
-        note("(answer stopped; the conversation keeps what was said)")
+        note("(answer stopped)")
     except InputError as e:  # a bad file or argument: report it, drop the files, keep the conversation
         err.print(f"[bold red]error:[/bold red] {escape(str(e))}", soft_wrap=True)
     finally:

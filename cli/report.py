@@ -52,18 +52,23 @@ def resolve(model: str, bits: int) -> Any:
     """The folder of ``--model`` (hub ids downloaded/converted once), with the converter's progress bar."""
     from mlx_gemma4.hub import resolve_model
 
-    columns = (TextColumn("converting to {task.fields[bits]}-bit"), BarColumn(), DownloadColumn(),
-               TextColumn("{task.fields[name]}", style="dim"))
-    with Progress(*columns, console=err, transient=True) as bar:
-        task = None
+    bar: Progress | None = None  # made on the converter's first report only: most runs convert nothing
+    task = None
 
-        def progress(done: int, total: int, name: str) -> None:
-            nonlocal task
-            if task is None:
-                task = bar.add_task("convert", total=total, bits=bits, name=name)
-            bar.update(task, completed=done, total=total, name=name)
+    def progress(done: int, total: int, name: str) -> None:
+        nonlocal bar, task
+        if bar is None:
+            bar = Progress(TextColumn(f"converting to {bits}-bit"), BarColumn(), DownloadColumn(),
+                           TextColumn("{task.fields[name]}", style="dim"), console=err, transient=True)
+            task = bar.add_task("convert", total=total, name=name)
+            bar.start()
+        bar.update(task, completed=done, total=total, name=name)
 
+    try:
         return resolve_model(model, bits, progress)
+    finally:
+        if bar is not None:
+            bar.stop()
 
 
 def load(model: str, bits: int, image_tokens: int | None = None, split_audio: bool = True):
