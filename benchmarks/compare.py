@@ -145,8 +145,20 @@ def worker_cmd(impl: str, case: Case, paths: dict[str, Path], media: dict[str, P
 
 
 def run_case(case: Case, paths, media, vlm_python: str, args, log: list[str], records: list[dict]) -> None:
-    """``rounds`` rounds; in each, every runtime once, in turn (A/B/A/B)."""
+    """``rounds`` rounds; in each, every runtime once, in turn (A/B/A/B), or all at once (``--concurrent``)."""
     for r in range(args.rounds):
+        if args.concurrent:
+            cmds = {impl: ["nice", "-n", "5", *worker_cmd(impl, case, paths, media, vlm_python, args)]
+                    for impl in case.impls}
+            log.extend(shlex.join(c) for c in cmds.values())
+            procs = {impl: subprocess.Popen(c, stdout=subprocess.PIPE, text=True) for impl, c in cmds.items()}
+            for impl, proc in procs.items():
+                out, _ = proc.communicate()
+                if proc.returncode != 0:
+                    raise RuntimeError(f"{shlex.join(cmds[impl])} failed (exit {proc.returncode})")
+                records.extend({**json.loads(line), "impl": impl, "case": case.name, "round": r}
+                               for line in out.splitlines())
+            continue
         for impl in case.impls:
             cmd = worker_cmd(impl, case, paths, media, vlm_python, args)
             t0 = time.perf_counter()
@@ -200,6 +212,8 @@ def main() -> None:
     p.add_argument("--image-tokens", type=int, default=70)
     p.add_argument("--audio-s", type=float, default=2.0)
     p.add_argument("--out", type=Path, default=RESULTS)
+    p.add_argument("--concurrent", action="store_true",
+                   help="run a round's runtimes at the same time (same load for all; for slow, busy machines)")
     args = p.parse_args()
     args.work.mkdir(parents=True, exist_ok=True)
     log: list[str] = [shlex.join([sys.executable, "-m", "benchmarks.compare", *sys.argv[1:]])]

@@ -8,7 +8,7 @@ from collections import defaultdict
 from pathlib import Path
 
 IMPL_NAMES = {"ours": "mlx-gemma4", "ours-bf16": "mlx-gemma4 (bf16 forced)", "vlm": "mlx-vlm", "lm": "mlx-lm"}
-METRICS = ("ttft_s", "prefill_tps", "decode_tps", "peak_memory_bytes")
+METRICS = ("ttft_s", "prefill_tps", "decode_tps", "peak_memory_bytes", "cpu_ttft_s", "cpu_s_per_token")
 
 
 def medians(records: list[dict]) -> dict[tuple[str, str, str], dict[str, float]]:
@@ -18,10 +18,21 @@ def medians(records: list[dict]) -> dict[tuple[str, str, str], dict[str, float]]
         groups[r["case"], r["kind"], r["impl"]].append(r)
     out = {}
     for key, rs in groups.items():
-        m = {k: statistics.median(r[k] for r in rs if r[k] is not None) for k in METRICS}
+        m = {}
+        for k in METRICS:
+            values = [r[k] for r in rs if r.get(k) is not None]
+            m[k] = statistics.median(values) if values else None  # CPU times: only in newer records
         m.update(rounds=len(rs), tokens=rs[0]["tokens"], prompt_tokens=rs[0]["prompt_tokens"])
         out[key] = m
     return out
+
+
+def _div(a: float | None, b: float | None) -> float | None:
+    return a / b if a is not None and b else None
+
+
+def _f(x: float | None, spec: str = ".2f") -> str:
+    return "—" if x is None else format(x, spec)
 
 
 def ratios(med: dict) -> list[dict]:
@@ -42,6 +53,8 @@ def ratios(med: dict) -> list[dict]:
                 "ttft": m["ttft_s"] / p["ttft_s"],  # < 1: sooner
                 "peak": m["peak_memory_bytes"] / p["peak_memory_bytes"],
                 "same_tokens": m["tokens"] == p["tokens"],
+                "cpu_decode": _div(p["cpu_s_per_token"], m["cpu_s_per_token"]),  # > 1: less CPU work per token
+                "cpu_ttft": _div(m["cpu_ttft_s"], p["cpu_ttft_s"]),  # < 1: less CPU work to the first token
             })
     return rows
 
@@ -85,13 +98,16 @@ def markdown(info: dict, settings: dict, log: list[str], med: dict, rat: list[di
                      f"{m['prefill_tps']:.1f} | {m['decode_tps']:.2f} | {m['peak_memory_bytes'] / 2**20:.0f} |")
     lines += ["", "## Ratios (mlx-gemma4 ÷ peer)", "",
               "decode and prefill: > 1 is faster; TTFT, ms/token and peak memory: < 1 is better.", "",
-              "| case | kind | ours | peer | decode × | ms/token × | prefill × | TTFT × | peak × | same greedy tokens"
-              " |",
-              "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+              "CPU columns: the same ratios from the CPU seconds each process used (all threads), which "
+              "waiting for a core on the shared machine does not inflate.", "",
+              "| case | kind | ours | peer | decode × | ms/token × | prefill × | TTFT × | peak × | CPU decode × "
+              "| CPU TTFT × | same greedy tokens |",
+              "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     for r in rat:
         lines.append(f"| {r['case']} | {r['kind']} | {IMPL_NAMES[r['impl']]} | {IMPL_NAMES[r['peer']]} | "
                      f"{r['decode']:.2f} | {r['ms_per_token']:.2f} | {r['prefill']:.2f} | {r['ttft']:.2f} | "
-                     f"{r['peak']:.2f} | {'yes' if r['same_tokens'] else 'no'} |")
+                     f"{r['peak']:.2f} | {_f(r.get('cpu_decode'))} | {_f(r.get('cpu_ttft'))} | "
+                     f"{'yes' if r['same_tokens'] else 'no'} |")
     if ext:
         lines += ["", "## 48 layers, extrapolated from 2 and 3 layers of the real sizes (text)", "",
                   "| weights | runtime | decode s/token per layer | decode s/token at 48 | TTFT s per layer | "
@@ -158,3 +174,24 @@ def write_report(out: Path, info: dict, settings: dict, log: list[str], records:
             "ratios": rat, "extrapolated_48": ext, "plots": pngs}
     (out / "compare.json").write_text(json.dumps(data, indent=1) + "\n")
     (out / "compare.md").write_text(markdown(info, settings, log, med, rat, ext))
+
+
+def merge(sources: list[Path], out: Path) -> None:
+    """One report from several runs' compare.json (different cases, e.g. run side by side)."""
+    runs = [json.loads((src / "compare.json").read_text()) for src in sources]
+    info = dict(runs[0]["machine"])
+    info["load_average_end"] = max((r["machine"]["load_average_end"] for r in runs), key=lambda x: x[0])
+    info["load_average"] = max((r["machine"]["load_average"] for r in runs), key=lambda x: x[0])
+    settings = {"runs": [r["settings"] for r in runs]}
+    log = [c for r in runs for c in r["commands"]]
+    write_report(out, info, settings, log, [rec for r in runs for rec in r["records"]])
+
+
+if __name__ == "__main__":
+    import argparse
+
+    p = argparse.ArgumentParser(description="merge compare.py results: SOURCE… → --out")
+    p.add_argument("sources", nargs="+", type=Path)
+    p.add_argument("--out", type=Path, required=True)
+    a = p.parse_args()
+    merge(a.sources, a.out)

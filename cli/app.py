@@ -22,7 +22,7 @@ from typer.exceptions import TyperException
 from mlx_gemma4.errors import Gemma4Error, InputError, ModelLoadError
 
 # Modules of cli/ that add commands; other engineers append theirs (generate, chat, caption, bench…).
-COMMAND_GROUPS = ("convert", "generate", "chat", "bench")
+COMMAND_GROUPS = ("convert", "generate", "chat", "bench", "serve", "caption")
 
 EXIT_FAILURE, EXIT_USAGE, EXIT_INTERRUPTED = 1, 2, 130
 # A model folder or hub id is user input like a file: a bad one is a usage problem, not a crash.

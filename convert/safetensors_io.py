@@ -74,7 +74,7 @@ def read_header(path: Path) -> dict[str, TensorInfo]:
                 raise ConversionInputError(f"{path}: tensor '{name}' has unsupported dtype {dtype}")
             if not (isinstance(a, int) and isinstance(b, int) and 0 <= a <= b) or base + b > size:
                 raise ValueError(f"data_offsets {meta['data_offsets']} outside the file")
-            if b - a != int(np.prod(shape, dtype=np.int64)) * DTYPES[dtype][0].itemsize:
+            if b - a != math.prod(shape) * DTYPES[dtype][0].itemsize:
                 raise ValueError(f"{b - a} bytes for shape {list(shape)} {dtype}")
         except (KeyError, TypeError, ValueError) as e:
             raise ConversionInputError(f"{path}: tensor '{name}' has a broken header entry ({e})") from e

@@ -332,9 +332,10 @@ def run_trial(model, processor, inputs, cfg: BenchConfig, draft) -> dict[str, fl
     from .generation import GenerationRequest, batch_generate, generate
 
     mx.clear_cache()
+    # Speculative decoding takes no logits processors: with a drafter a stop token may end a trial early.
     request = GenerationRequest(max_tokens=cfg.gen_tokens, temperature=0.0, draft_model=draft,
                                 speculative="on" if draft is not None else "auto",
-                                logits_processors=(_never_stop(model),))
+                                logits_processors=(_never_stop(model),) if draft is None else ())
     if cfg.batch == 1:
         results = [generate(model, processor, inputs, request=request)]
     else:

@@ -8,6 +8,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from mlx_gemma4.processing import Processor
+
 GEMMA4 = str(Path(sys.executable).with_name("gemma4"))
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 KEYS = {"text", "thinking", "token_ids", "prompt_tokens", "generation_tokens", "prompt_tps", "generation_tps",
@@ -58,7 +60,11 @@ def test_flags_reach_the_request(tiny_ckpt):
     image = str(EXAMPLES / "chart.png")
     small = as_json(tiny_ckpt, "-n", "1", "--image", image, "--image-tokens", "70", "hi")
     large = as_json(tiny_ckpt, "-n", "1", "--image", image, "--image-tokens", "280", "hi")
-    assert large["prompt_tokens"] - small["prompt_tokens"] == 280 - 70
+    processor = Processor.from_pretrained(tiny_ckpt.path)
+    message = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": "hi"}]}]
+    for obj, budget in ((small, 70), (large, 280)):
+        assert obj["prompt_tokens"] == processor(message, images=[image], image_budget=budget).input_ids.shape[1]
+    assert small["prompt_tokens"] < large["prompt_tokens"]
     zero = as_json(tiny_ckpt, "-n", "0", "--kv-bits", "8", "hello there")
     assert zero["generation_tokens"] == 0 and zero["token_ids"] == [] and zero["generation_tps"] == 0
     assert zero["prompt_tokens"] == base["prompt_tokens"] and zero["prompt_tps"] > 0

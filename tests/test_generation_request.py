@@ -100,11 +100,11 @@ def test_out_of_range_ids_are_input_errors_everywhere(model, bad_id):
     with pytest.raises(InputError, match=str(bad_id)):
         generate(model, None, ids, max_tokens=2)
     with pytest.raises(InputError, match=str(bad_id)):
-        stream_generate(model, None, np.array(ids), max_tokens=2)
+        list(stream_generate(model, None, np.array(ids), max_tokens=2))
     with pytest.raises(InputError, match=str(bad_id)):
         batch_generate(model, None, [[2, 3], ids], max_tokens=2)
     with pytest.raises(InputError, match=str(bad_id)):
-        ChatSession(model, None).send(ids, max_tokens=2)
+        list(ChatSession(model, None).send(ids, max_tokens=2))
     with pytest.raises(InputError, match=str(bad_id)):
         model(ids)  # the forward itself, given host ids
     with pytest.raises(InputError, match=str(bad_id)):

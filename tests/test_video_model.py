@@ -14,6 +14,7 @@ import torch
 from transformers.video_utils import default_sample_indices_fn, read_video_pyav
 
 from mlx_gemma4 import generate, load
+from mlx_gemma4.generation.prefill import chunk_bounds
 from mlx_gemma4.processing import load_audio
 from mlx_gemma4.processing.video import VideoOptions
 from tests.reference import reference_processor
@@ -115,3 +116,8 @@ def test_greedy_with_chunked_prefill_matches_the_reference(loaded, tiny_ckpt, cl
                                 defaults.suppress_tokens, set(defaults.eos_token_ids))
     result = generate(model, processor, inputs, temperature=0, max_tokens=16, prefill_chunk=100)
     assert result.token_ids == expected
+    # The chunks that prefill used: several, none cutting through a frame.
+    cfg = model.config
+    bounds = chunk_bounds(inputs.input_ids, (cfg.image_token_id, cfg.video_token_id), 100, split_last=True)
+    is_video = inputs.input_ids[0] == VID
+    assert len(bounds) > FRAMES and not any(is_video[b - 1] and is_video[b] for b in bounds[1:-1])

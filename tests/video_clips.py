@@ -33,12 +33,14 @@ def write_clip(
     tone_hz: float | None = None,
     codec: str = "libx264",
     rate: int = 16000,
+    keyint: int | None = None,
 ) -> Path:
     """Encode a clip of ``frames`` pictures of ``size`` (width, height) at ``fps``.
 
     ``rotation``: display-matrix rotation (counter-clockwise degrees; the stored pictures are turned the
     other way so the upright view is ``picture``). ``durations_ms``: a variable frame rate (per-frame
-    durations, cycled). ``tone_hz``: a sine tone on an audio track (AAC, stereo, ``rate`` Hz).
+    durations, cycled). ``tone_hz``: a sine tone on an audio track (AAC, stereo, ``rate`` Hz). ``keyint``:
+    frames between keyframes (x264's default is 250; phone cameras use about one second).
     """
     width, height = size
     stored_w, stored_h = (height, width) if rotation % 180 else (width, height)
@@ -46,7 +48,7 @@ def write_clip(
         stream = out.add_stream(codec, rate=fps)
         stream.width, stream.height, stream.pix_fmt = stored_w, stored_h, "yuv420p"
         if codec == "libx264":
-            stream.options = {"preset": "ultrafast", "crf": "28"}
+            stream.options = {"preset": "ultrafast", "crf": "28", **({"g": str(keyint)} if keyint else {})}
         if rotation:
             stream.set_display_rotation(rotation)
         if durations_ms:

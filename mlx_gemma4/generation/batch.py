@@ -42,7 +42,8 @@ def stream_batch(
 ) -> Iterator[tuple[int, GenerationChunk]]:
     """Generate for every prompt at once, streaming ``(row, chunk)``; each row's last chunk carries its stats.
 
-    ``images``/``audio``/``videos`` hold one entry per prompt (a source or a list of them).
+    ``images``/``audio``/``videos`` hold one entry per prompt (a source or a list of them). Checks run at
+    the first ``next()``.
     """
     req = make_request(request, **options)
     if isinstance(prompts, str) or not prompts:
@@ -52,7 +53,7 @@ def stream_batch(
                 strict=True)
     inputs = [prepare_input(model, processor, p, im, au, vi, req.thinking)
               for p, (im, au, vi) in zip(prompts, media, strict=True)]
-    return iter(GenerationRun(model, processor, make_cache(model, req.kv_bits, req.max_kv_size), inputs, req, progress))
+    yield from GenerationRun(model, processor, make_cache(model, req.kv_bits, req.max_kv_size), inputs, req, progress)
 
 
 def batch_generate(model, processor, prompts: Sequence, **kwargs: Any) -> list[GenerationResult]:

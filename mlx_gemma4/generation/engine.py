@@ -1,8 +1,7 @@
 """One generation run over one or more prompts: checks, prefill, token steps, per-row chunks.
 
 ``GenerationRun`` is what ``stream_generate``, ``stream_batch`` and a chat turn all execute. Every
-check happens when the run is built (before any compute), so a bad request or prompt raises
-``InputError`` at the call, not at the first ``next()``.
+check happens when the run is built, before any compute.
 """
 
 from __future__ import annotations

@@ -51,8 +51,10 @@ def media_lists(model, images, audio, videos) -> dict[str, list]:
     given = {"images": images, "audio": audio, "videos": videos}
     media = {m.name: sources_list(given[m.argument], m) for m in MODALITIES}
     for name, sources in media.items():
-        if sources and getattr(model.config, _EMBEDDER_CONFIG[name]) is None:
-            raise InputError(f"this checkpoint has no {name} embedder: it cannot take {name} input")
+        section = _EMBEDDER_CONFIG[name]
+        if sources and getattr(model.config, section) is None:
+            embedder = section.removesuffix("_config")
+            raise InputError(f"this checkpoint has no {embedder} embedder: it cannot take {name} input")
     return media
 
 

@@ -50,7 +50,7 @@ class GenerationRequest:
     thinking: bool = False
     draft_model: Any = None
     num_draft_tokens: int = 3
-    speculative: str = "auto"  # "on": always draft; "auto": draft while it pays; "off": never
+    speculative: str = "on"  # with a draft_model: "on" always drafts; "auto" while it pays; "off" never
     kv_bits: int | None = None
     max_kv_size: int | None = None
     prefill_chunk: int = DEFAULT_CHUNK

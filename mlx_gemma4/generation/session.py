@@ -39,7 +39,6 @@ class _Turn:
     inp: PreparedInput
     message: dict | None
     media: dict[str, list]
-    based_on: int  # len(session.tokens) the turn was computed against
 
 
 class ChatSession:
@@ -71,7 +70,11 @@ class ChatSession:
     def send(self, message, *, images: Any = (), audio: Any = (), videos: Any = (),
              request: GenerationRequest | None = None, progress: Callable[[int, int], None] | None = None,
              **options: Any) -> Iterator[GenerationChunk]:
-        """Add a user turn (text, a message dict, or pre-tokenised ids/arrays) and stream the reply."""
+        """Add a user turn (text, a message dict, or pre-tokenised ids/arrays) and stream the reply.
+
+        The turn is prepared (and checked) at the first ``next()``; closing the stream early keeps the
+        reply as far as it went.
+        """
         req = make_request(request or self.request, **options)
         if (req.kv_bits, req.max_kv_size) != (self.request.kv_bits, self.request.max_kv_size):
             raise InputError("kv_bits and max_kv_size are fixed when the session is created")
@@ -80,7 +83,7 @@ class ChatSession:
         turn = self._prepare(message, images, audio, videos, req.thinking)
         history = mx.array([[*self.tokens, *turn.inp.input_ids[0].tolist()]], dtype=mx.int32)
         run = GenerationRun(self.model, self.processor, self.cache, [turn.inp], req, progress, history)
-        return self._reply(run, turn)
+        yield from self._reply(run, turn)
 
     def ask(self, message, **kwargs: Any) -> GenerationResult:
         """``send`` collected into one result."""
@@ -97,7 +100,7 @@ class ChatSession:
 
     def _prepare(self, message, images, audio, videos, thinking: bool) -> _Turn:
         if not isinstance(message, (str, dict)):
-            return _Turn(prepare_input(self.model, None, message, images, audio, videos), None, {}, len(self.tokens))
+            return _Turn(prepare_input(self.model, None, message, images, audio, videos), None, {})
         if self.processor is None:
             raise InputError("a chat session without a processor takes pre-tokenised turns only")
         media = media_lists(self.model, images, audio, videos)
@@ -111,7 +114,7 @@ class ChatSession:
         arrays = self._new_arrays(full, new_ids)
         if self.tokens and self.tokens[-1] not in model_defaults(self.model).eos_token_ids:
             new_ids = np.concatenate([[[self._eot_id()]], new_ids], axis=1)  # close a reply that was cut short
-        return _Turn(PreparedInput(new_ids, arrays), message, media, len(self.tokens))
+        return _Turn(PreparedInput(new_ids, arrays), message, media)
 
     def _continuation_start(self, ids: list[int]) -> int:
         if not self.tokens:
@@ -145,8 +148,6 @@ class ChatSession:
         return int(found) if found is not None else 106
 
     def _reply(self, run: GenerationRun, turn: _Turn) -> Iterator[GenerationChunk]:
-        if self._active or turn.based_on != len(self.tokens):
-            raise InputError("another turn ran after this reply was requested: send it again")
         self._active = True
         chunks: list[GenerationChunk] = []
         try:

@@ -29,13 +29,14 @@ def stream_generate(
     ``prompt_or_messages``: a text (one user turn), chat messages, or pre-tokenised input (a token
     list, or an object/dict with ``input_ids`` and optional pixel/audio arrays). ``images``/``audio``/
     ``videos``: one source or a list. ``options`` are ``GenerationRequest`` fields, applied over
-    ``request``; ``progress(done, total)`` is called as the prompt is prefilled. Everything is checked
-    here, before the first chunk is asked for.
+    ``request``; ``progress(done, total)`` is called as the prompt is prefilled. Like any generator,
+    it starts (and checks its arguments) at the first ``next()``.
     """
     req = make_request(request, **options)
     inp = prepare_input(model, processor, prompt_or_messages, images, audio, videos, req.thinking)
     run = GenerationRun(model, processor, make_cache(model, req.kv_bits, req.max_kv_size), [inp], req, progress)
-    return (chunk for _, chunk in run)
+    for _, chunk in run:
+        yield chunk
 
 
 def generate(model, processor, prompt_or_messages, **kwargs: Any) -> GenerationResult:

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -74,10 +74,6 @@ class SpecialTokens:
     def stop_ids(self) -> list[int]:
         """Tokens that end a model turn: ``<eos>``, ``<turn|>`` and ``<|tool_response>``."""
         return [i for i in (self.eos, self.eot, self.tool_response) if i is not None]
-
-    def as_dict(self) -> dict[str, int | None]:
-        """Field name → id."""
-        return {f.name: getattr(self, f.name) for f in fields(self)}
 
 
 def load_tokenizer(folder: str | Path) -> Any:

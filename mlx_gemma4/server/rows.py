@@ -1,0 +1,131 @@
+"""One request inside the decode batch: its sampler and random key, the library's ``RowDecoder`` (text
+stream, stop rules, token limit), and the events it sends back."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import mlx.core as mx
+
+from ..generation.decode import RowDecoder
+from ..generation.sampling import apply_processors, filtered_logprobs, make_processors
+from ..generation.stats import GenerationStats, Timer
+from ..generation.textstream import ANSWER
+from .errors import APIError
+
+
+@dataclass
+class Delta:
+    """New text of one channel ("answer" or "thought")."""
+
+    text: str
+    channel: str = ANSWER
+
+
+@dataclass
+class Done:
+    """The end of a generation: counts, why it ended, the generated ids (stop token excluded), the texts."""
+
+    prompt_tokens: int
+    completion_tokens: int
+    cached_tokens: int
+    finish_reason: str  # OpenAI's: "stop" or "length" (the context limit is a length limit too)
+    token_ids: list[int] = field(default_factory=list)
+    answer: str = ""
+    thinking: str = ""
+
+
+@dataclass
+class Failed:
+    """A generation that ended with an error."""
+
+    error: BaseException
+
+
+class CachedVocab:
+    """A tokenizer whose ``get_vocab()`` is built once: for a 262K-token vocabulary each call builds a new
+    dict (about a second on a busy CPU), and every request looks special tokens up in it."""
+
+    def __init__(self, tokenizer):
+        self._tokenizer = tokenizer
+        self._vocab = tokenizer.get_vocab()
+
+    def get_vocab(self) -> dict[str, int]:
+        """The vocabulary (shared; do not modify)."""
+        return self._vocab
+
+    def __getattr__(self, name: str):
+        return getattr(self._tokenizer, name)
+
+
+class Row:
+    """Sampling and bookkeeping of one job; ``accept`` takes each sampled token and emits events."""
+
+    def __init__(self, job, tokenizer, *, prompt_ids: list[int], cached: int):
+        self.job = job
+        self.prompt_ids = prompt_ids
+        self.cached = cached
+        self.timer = Timer()
+        stats = GenerationStats(prompt_tokens=len(prompt_ids) - cached)
+        self.decoder = RowDecoder(tokenizer, job.stop_ids, job.stop_strings, job.request.thinking, job.limit,
+                                  job.context_limited, stats)
+        self.procs = None  # built on the first logits (needs the vocabulary size)
+        seed = job.request.seed
+        self.key = mx.random.key(seed) if seed is not None else None
+        self.done = False
+        self.released = False
+        self.finish_reason: str | None = None
+
+    @property
+    def last(self) -> int:
+        """The newest sampled token (the next one to feed)."""
+        return self.decoder.tokens[-1]
+
+    def sample(self, logits: mx.array) -> mx.array:
+        """One row of logits (1, V) → its token (1,), with this row's settings and random key."""
+        params = self.job.params
+        if self.procs is None:
+            self.procs = make_processors(params, logits.shape[-1])
+        logits = apply_processors(self.procs, None, logits)
+        if params.greedy:
+            return mx.argmax(logits, axis=-1).astype(mx.int32)
+        lp = filtered_logprobs(logits, params)
+        if self.key is None:
+            return mx.random.categorical(lp).astype(mx.int32)
+        self.key, sub = mx.random.split(self.key)
+        return mx.random.categorical(lp, key=sub).astype(mx.int32)
+
+    def accept(self, token: int) -> None:
+        """A sampled token: text pieces out, and the end of the row once it is done."""
+        self.timer.mark_first_token()
+        for chunk in self.decoder.feed(token):
+            if chunk.text:
+                self.job.emit(Delta(chunk.text, chunk.channel))
+        if self.decoder.done:
+            self._end()
+
+    def check(self, now: float) -> None:
+        """End the row if its client went away or its time is up."""
+        if self.done:
+            return
+        if self.job.cancelled.is_set():
+            self.done, self.finish_reason = True, "cancelled"
+        elif self.job.deadline is not None and now > self.job.deadline:
+            self.fail(APIError(504, "the request timed out", code="timeout"))
+
+    def fail(self, error: BaseException) -> None:
+        """End the row with an error event."""
+        if not self.done:
+            self.done, self.finish_reason = True, "error"
+            self.job.emit(Failed(error))
+
+    def _end(self) -> None:
+        for chunk in self.decoder.finish(self.timer, 0.0):
+            if chunk.text:
+                self.job.emit(Delta(chunk.text, chunk.channel))
+        d = self.decoder
+        self.done, self.finish_reason = True, d.stats.finish_reason
+        ids = d.tokens[:-1] if d.tokens and d.tokens[-1] in self.job.stop_ids else list(d.tokens)
+        reason = "stop" if self.finish_reason == "stop" else "length"
+        self.job.emit(Done(len(self.prompt_ids), len(d.tokens), self.cached, reason, ids, d.text.answer,
+                           d.text.thinking))
