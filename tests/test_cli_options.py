@@ -84,3 +84,22 @@ def test_stats_line_is_one_labelled_line_and_verbose_adds_mlx_lm_lines(tiny_ckpt
 def test_draft_path_that_does_not_exist_is_a_usage_error(tiny_ckpt, tmp_path):
     out = gemma4("generate", "-m", str(tiny_ckpt.path), "-n", "1", "--draft", str(tmp_path / "nope"), "hi")
     assert out.returncode == 2 and "nope" in out.stderr and out.stdout == ""
+
+
+def test_prefill_progress_appears_only_for_slow_prefills():
+    import io
+
+    from mlx_gemma4.cli.report import PrefillProgress
+    from rich.console import Console
+
+    buf = io.StringIO()
+    console = Console(file=buf, force_terminal=True, width=100)
+    fast = PrefillProgress(console, delay_s=60.0)
+    for done in (0, 512, 1024):
+        fast(done, 1024)
+    assert buf.getvalue() == ""
+    slow = PrefillProgress(console, delay_s=0.0)
+    slow(0, 1024)
+    slow(512, 1024)
+    slow(1024, 1024)  # the last call removes the bar
+    assert "prefill" in buf.getvalue() and "/1024" in buf.getvalue() and slow._bar is None
