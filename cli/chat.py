@@ -236,7 +236,7 @@ def chat_cmd(
                               repetition_penalty=repetition_penalty, seed=seed, stop=stop, thinking=thinking,
                               kv_bits=kv_bits, max_kv_size=max_kv_size)
     m, processor = load(model, bits, image_tokens, split_audio)
-    request = request.replace(draft_model=load_draft(o.draft_source(draft, model), bits, m))
+    request = request.replace(draft_model=load_draft(o.draft_source(draft, model), bits, m, draft != "auto"))
 
     def make_session(system_prompt: str | None, req) -> Any:
         return ChatSession(m, processor, system=system_prompt, request=req)

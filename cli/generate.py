@@ -69,7 +69,7 @@ def generate_cmd(
                               repetition_penalty=repetition_penalty, seed=seed, stop=stop, thinking=thinking,
                               kv_bits=kv_bits, max_kv_size=max_kv_size)
     m, processor = load(model, bits, image_tokens, split_audio)
-    drafter = load_draft(o.draft_source(draft, model), bits, m)
+    drafter = load_draft(o.draft_source(draft, model), bits, m, draft != "auto")
     request = request.replace(draft_model=drafter)
     from mlx_gemma4.generation.inputs import user_message
 

@@ -83,13 +83,21 @@ def load(model: str, bits: int, image_tokens: int | None = None, split_audio: bo
     return m, processor
 
 
-def load_draft(source: str | None, bits: int, target) -> Any:
-    """The drafter ``--draft`` names (None for none), checked against the target model."""
+def load_draft(source: str | None, bits: int, target, required: bool = True) -> Any:
+    """The drafter ``--draft`` names (None for none), checked against the target model. Not ``required``
+    (``--draft auto``): a drafter that cannot be fetched (offline, say) is reported and skipped."""
     if source is None:
         return None
     from mlx_gemma4 import load_drafter
+    from mlx_gemma4.errors import ModelLoadError
 
-    folder = resolve(source, bits)
+    try:
+        folder = resolve(source, bits)
+    except ModelLoadError as e:
+        if required:
+            raise
+        err.print(f"no drafter (decoding without speculation): {e}", style="dim", markup=False, soft_wrap=True)
+        return None
     with err.status(f"loading drafter {source}…"):
         return load_drafter(folder, target=target)
 
