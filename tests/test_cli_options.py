@@ -103,3 +103,13 @@ def test_prefill_progress_appears_only_for_slow_prefills():
     slow(512, 1024)
     slow(1024, 1024)  # the last call removes the bar
     assert "prefill" in buf.getvalue() and "/1024" in buf.getvalue() and slow._bar is None
+
+
+def test_no_split_audio_reaches_the_processor(tiny_ckpt, tmp_path):
+    import numpy as np
+    import soundfile
+
+    long_wav = tmp_path / "long.wav"
+    soundfile.write(long_wav, np.zeros(16_000 * 31, dtype=np.float32), 16_000)  # 31 s: over the 30 s clip limit
+    out = gemma4("generate", "-m", str(tiny_ckpt.path), "-n", "1", "--audio", str(long_wav), "--no-split-audio", "hi")
+    assert out.returncode == 2 and "longer than the 30 s" in out.stderr, out.stderr
