@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import sys
-import time
 from pathlib import Path
 
 import pexpect
@@ -21,7 +20,10 @@ def test_ctrl_c_in_a_real_terminal(tiny_ckpt):
     try:
         child.expect(">>> ")
         child.sendline("tell me a story")
-        time.sleep(1.0)
+        # Wait for the answer's first word: a Ctrl-C that reaches a loaded machine before input() has
+        # returned is readline's (the line is redrawn), not the answer's.
+        child.expect(r"tell me a story\r?\n")
+        child.expect(r"\w+ ")
         child.sendintr()
         child.expect(r"\(answer stopped\)")
         child.expect(">>> ")

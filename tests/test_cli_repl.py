@@ -10,7 +10,6 @@ import json
 import os
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pexpect
@@ -39,7 +38,8 @@ def test_repl_session_in_a_terminal(tiny_ckpt, tmp_path):
         child.expect("finish: ")
         child.expect(">>> ")
         child.sendline("tell me a story")
-        time.sleep(1.5)
+        child.expect(r"tell me a story\r?\n")
+        child.expect(r"\w+ ")  # the answer has started (an earlier Ctrl-C could still reach readline)
         child.sendintr()
         child.expect(r"\(answer stopped\)")
         child.expect(">>> ")
