@@ -22,7 +22,7 @@ from typer.exceptions import TyperException
 from mlx_gemma4.errors import Gemma4Error, InputError, ModelLoadError
 
 # Modules of cli/ that add commands; other engineers append theirs (generate, chat, caption, bench…).
-COMMAND_GROUPS = ("convert", "generate", "bench", "serve", "caption")
+COMMAND_GROUPS = ("convert", "generate", "chat", "bench", "serve", "caption")
 
 EXIT_FAILURE, EXIT_USAGE, EXIT_INTERRUPTED = 1, 2, 130
 # A model folder or hub id is user input like a file: a bad one is a usage problem, not a crash.
@@ -91,10 +91,20 @@ app = typer.Typer(
 )
 
 
+def _version(value: bool) -> None:
+    if value:
+        from mlx_gemma4 import __version__
+
+        typer.echo(f"gemma4 (mlx-gemma4) {__version__}")
+        raise typer.Exit(0)
+
+
 @app.callback()
 def _root(
     ctx: typer.Context,
     verbose: bool = typer.Option(False, "--verbose", "-v", help="Show the full traceback of errors."),
+    version: bool = typer.Option(False, "--version", callback=_version, is_eager=True,
+                                 help="Print the version and exit."),
 ) -> None:
     ctx.obj = {"verbose": verbose}
 

@@ -37,11 +37,13 @@ def test_generate_bad_image_is_one_line_error(tiny_ckpt, tmp_path):
 
 
 def test_chat_answers_each_turn_and_survives_a_bad_file(tiny_ckpt, tmp_path):
+    bad = tmp_path / "not_an_image.png"
+    bad.write_text("hello")  # exists (passes the check before loading), fails to decode with its turn
     result = runner.invoke(
         app,
-        ["chat", "--model", str(tiny_ckpt.path), "--temp", "0", "-n", "4", "--image", str(tmp_path / "missing.png")],
+        ["chat", "--model", str(tiny_ckpt.path), "--temp", "0", "-n", "4", "--image", str(bad)],
         input="first question\nsecond question\n/reset\nthird\n/quit\n",
     )
     assert result.exit_code == 0, result.output
-    assert result.stderr.count("error:") == 1 and "missing.png" in result.stderr  # first turn only: file dropped
+    assert result.stderr.count("error:") == 1 and "not_an_image.png" in result.stderr  # first turn only
     assert result.stderr.count("TTFT") == 2  # second and third turns answered

@@ -224,7 +224,7 @@ def test_zero_tokens_give_honest_stats(model, prompt):
 
 
 def test_cli_stats_line_reads_generation_stats():
-    from mlx_gemma4.cli.generate import _stats_line
+    from mlx_gemma4.cli.report import stats_line as _stats_line
 
     from mlx_gemma4.generation.stats import GenerationStats
 
@@ -233,5 +233,7 @@ def test_cli_stats_line_reads_generation_stats():
     line = _stats_line(s)
     figures = [float(x) for x in re.findall(r"([\d.]+) tok/s", line)]
     assert figures == [round(s.prompt_tps, 1), round(s.generation_tps, 1)] == [14.0, 5.0]
-    zero = _stats_line(GenerationStats(prompt_tokens=7, finish_reason="length"))
-    assert [float(x) for x in re.findall(r"([\d.]+) tok/s", zero)] == [0.0, 0.0]
+    zero = _stats_line(GenerationStats(prompt_tokens=7, prefill_s=0.5, time_to_first_token_s=0.5,
+                                       finish_reason="length"))
+    # Nothing generated: the prefill's rate only, no time to a first token that never came.
+    assert [float(x) for x in re.findall(r"([\d.]+) tok/s", zero)] == [14.0] and "TTFT" not in zero

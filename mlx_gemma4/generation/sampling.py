@@ -14,7 +14,6 @@ from pathlib import Path
 from typing import Any
 
 import mlx.core as mx
-from mlx_lm.sample_utils import apply_min_p, apply_top_k, apply_top_p
 
 from ..errors import ModelLoadError
 from ..jsonfile import read_json_object
@@ -130,6 +129,9 @@ def filtered_logprobs(logits: mx.array, params: SamplingParams) -> mx.array:
         best = mx.argmax(logits, axis=-1, keepdims=True)
         hot = mx.arange(logits.shape[-1]) == best
         return mx.where(hot, 0.0, -mx.inf)
+    # mlx-lm's filters, imported here: any mlx_lm import runs its __init__ (transformers, seconds).
+    from mlx_lm.sample_utils import apply_min_p, apply_top_k, apply_top_p
+
     lp = _renorm(logits / params.temperature)
     vocab = lp.shape[-1]
     if 0 < params.top_k < vocab:

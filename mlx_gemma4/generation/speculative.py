@@ -20,10 +20,10 @@ import time
 from collections.abc import Iterator
 
 import mlx.core as mx
-from mlx_lm.models.cache import QuantizedKVCache
 
 from ..errors import InputError
-from ..model.cache import SlidingKVCache, cache_offset, trim_cache
+from ..model import cache as kv
+from ..model.cache import cache_offset, trim_cache
 from .sampling import SamplingParams, apply_processors, filtered_logprobs, make_processors
 from .stats import GenerationStats
 
@@ -37,9 +37,9 @@ def shared_kv(model, cache: list) -> dict[str, tuple[mx.array, mx.array]]:
     out = {}
     for kind in set(types):
         c = cache[max(i for i, t in enumerate(types) if t == kind)]
-        if isinstance(c, QuantizedKVCache):
+        if isinstance(c, kv.QuantizedKVCache):
             raise InputError("speculative decoding needs an unquantized KV cache (kv_bits=None)")
-        out[kind] = c.ordered() if isinstance(c, SlidingKVCache) else (c.keys[..., : c.offset, :],
+        out[kind] = c.ordered() if isinstance(c, kv.SlidingKVCache) else (c.keys[..., : c.offset, :],
                                                                         c.values[..., : c.offset, :])
     return out
 

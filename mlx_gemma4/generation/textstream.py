@@ -11,8 +11,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from mlx_lm.tokenizer_utils import NaiveStreamingDetokenizer
-
 THOUGHT, ANSWER = "thought", "answer"
 _CHANNEL_NAME = "thought"
 
@@ -23,6 +21,13 @@ class Piece:
 
     channel: str
     text: str
+
+
+def _detokenizer(tokenizer):
+    """mlx-lm's streaming detokenizer, imported on first use (its package __init__ imports transformers)."""
+    from mlx_lm.tokenizer_utils import NaiveStreamingDetokenizer
+
+    return NaiveStreamingDetokenizer(tokenizer)
 
 
 def channel_token_ids(tokenizer) -> tuple[int | None, int | None]:
@@ -43,7 +48,7 @@ class TextStream:
         self.holdback = max((len(s) for s in self.stop_strings), default=1) - 1
         self.thinking_enabled = thinking
         self.channel = THOUGHT if in_thought else ANSWER
-        self._detok = NaiveStreamingDetokenizer(tokenizer) if tokenizer is not None else None
+        self._detok = _detokenizer(tokenizer) if tokenizer is not None else None
         self._pending = ""  # decoded but not yet released (stop-string look-behind, channel header)
         self._header_done = not in_thought
         self.answer = ""

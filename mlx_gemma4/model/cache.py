@@ -7,65 +7,37 @@ leaves the sliding layers in the activation dtype — they are bounded by the wi
 
 mlx-lm's ``RotatingKVCache`` exposes no public way to know where its ring buffer's newest entry is
 or to read it in temporal order, so this module reads ``_idx`` and calls ``_temporal_order``.
-Every such access is here (``tests/test_cache_adapter.py`` fails loudly if mlx-lm renames them).
+Every such access is here and in ``kv_classes`` (``tests/test_cache_adapter.py`` fails loudly if
+mlx-lm renames them).
 """
 
 from __future__ import annotations
 
 import mlx.core as mx
-from mlx_lm.models.cache import KVCache, QuantizedKVCache, RotatingKVCache
 
 from ..errors import InputError
 
 PRIVATE_ROTATING_ATTRIBUTES = ("_idx", "_temporal_order")  # what this adapter relies on
+# The cache classes live in kv_classes, imported on first use: any mlx_lm import runs mlx_lm's
+# __init__, which imports transformers (seconds), and `import mlx_gemma4` must not pay for that.
+_LAZY_CLASSES = ("KVCache", "QuantizedKVCache", "RotatingKVCache", "SlidingKVCache")
+
+
+def _classes():
+    from . import kv_classes
+
+    return kv_classes
+
+
+def __getattr__(name: str):
+    if name in _LAZY_CLASSES:
+        return getattr(_classes(), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def ring_index(cache) -> int | None:
     """The slot after the newest entry of a rotating cache (None for caches that are not rings)."""
-    return cache._idx if isinstance(cache, RotatingKVCache) else None
-
-
-class SlidingKVCache(RotatingKVCache):
-    """A rotating cache that can also drop its newest entries right after a multi-token update.
-
-    Speculative decoding verifies k + 1 tokens in one forward and then discards the rejected ones.
-    After a multi-token update mlx-lm's rotating cache holds the last ``window − 1 + S`` keys in
-    temporal order, so dropping up to S − 1 of them still leaves a full window; mlx-lm's own
-    ``trim`` refuses once the cache has wrapped.
-    """
-
-    def in_order(self) -> bool:
-        """Whether the stored entries are in temporal order (true right after a multi-token update)."""
-        return self.keys is not None and self._idx == self.keys.shape[2]
-
-    def can_trim(self, n: int) -> bool:
-        """Whether the newest ``n`` entries can be dropped while keeping a full window."""
-        if self.keys is None or n > self.offset:
-            return False
-        return self.in_order() and (self.offset <= self.keys.shape[2] or self.keys.shape[2] - n >= self.max_size)
-
-    def is_trimmable(self) -> bool:
-        """Trimmable while the entries are in temporal order (see ``can_trim``)."""
-        return self.in_order()
-
-    def trim(self, n: int) -> int:
-        """Drop the newest ``n`` entries (only valid when ``can_trim(n)``)."""
-        if n <= 0:
-            return 0
-        if not self.can_trim(n):
-            raise RuntimeError("sliding cache cannot drop entries that were rotated in place")
-        keep = self.keys.shape[2] - n
-        self.keys, self.values = self.keys[..., :keep, :], self.values[..., :keep, :]
-        self.offset -= n
-        self._idx = keep
-        return n
-
-    def ordered(self) -> tuple[mx.array, mx.array]:
-        """Keys and values in temporal order (oldest first)."""
-        if self._idx == self.keys.shape[2] or self.offset <= self._idx:
-            n = min(self._idx, self.keys.shape[2])
-            return self.keys[..., :n, :], self.values[..., :n, :]
-        return self._temporal_order(self.keys), self._temporal_order(self.values)
+    return cache._idx if isinstance(cache, _classes().RotatingKVCache) else None
 
     def set_ordered(self, keys: mx.array, values: mx.array, offset: int) -> None:
         """Hold ``keys``/``values`` (temporal order, the newest at position ``offset − 1``) as a plain run
@@ -91,6 +63,8 @@ def check_cache_options(kv_bits: int | None, max_kv_size: int | None) -> None:
 def make_cache(model, kv_bits: int | None = None, max_kv_size: int | None = None, kv_group_size: int = 64) -> list:
     """One cache per decoder layer (see the module docstring)."""
     check_cache_options(kv_bits, max_kv_size)
+    k = _classes()
+    KVCache, QuantizedKVCache, SlidingKVCache = k.KVCache, k.QuantizedKVCache, k.SlidingKVCache
     text = model.config.text_config
     caches = []
     for t, head_dim in zip(text.layer_types, text.layer_head_dims, strict=True):
@@ -109,7 +83,8 @@ def make_cache(model, kv_bits: int | None = None, max_kv_size: int | None = None
 
 def can_trim_cache(cache: list, n: int) -> bool:
     """Whether every layer can drop its newest ``n`` entries."""
-    return n <= 0 or all(c.can_trim(n) if isinstance(c, SlidingKVCache) else c.is_trimmable() for c in cache)
+    sliding = _classes().SlidingKVCache
+    return n <= 0 or all(c.can_trim(n) if isinstance(c, sliding) else c.is_trimmable() for c in cache)
 
 
 def trim_cache(cache: list, n: int) -> None:

@@ -6,7 +6,6 @@ import math
 
 import mlx.core as mx
 import mlx.nn as nn
-from mlx_lm.models.base import scaled_dot_product_attention
 
 from ..config import TextConfig
 from .masks import AttentionContext
@@ -104,6 +103,9 @@ class Attention(nn.Module):
         num_keys = (k[0] if isinstance(k, tuple) else k).shape[2]  # quantized caches return (packed, scales, biases)
         mask = ctx.mask(num_keys, self.window)
         # mlx-lm's dispatcher: quantized KV caches hand back (packed, scales, biases) triples.
+        # Imported here: any mlx_lm import runs its __init__ (transformers), which `import mlx_gemma4` avoids.
+        from mlx_lm.models.base import scaled_dot_product_attention
+
         out = scaled_dot_product_attention(q, k, v, cache, scale=1.0, mask=mask)
         return self.o_proj(out.transpose(0, 2, 1, 3).reshape(b, s, -1))
 

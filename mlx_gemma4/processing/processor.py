@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import os
 from collections.abc import Iterator, Mapping, Sequence
@@ -40,6 +41,7 @@ class ProcessorConfig:
     audio_seq_length: int = audio_mod.MAX_CLIP_FRAMES  # longest clip, in soft tokens
     video_num_frames: int = video_mod.DEFAULT_NUM_FRAMES  # video_processor.num_frames
     video_budget: int = video_mod.DEFAULT_BUDGET  # video_processor.max_soft_tokens, per frame
+    split_audio: bool = True  # a clip longer than the model's limit is sent as several clips
 
     @classmethod
     def from_folder(cls, folder: Path) -> ProcessorConfig:
@@ -200,6 +202,15 @@ class Processor:
             raise ModelLoadError(f"{path}: no tokenizer.json (cannot build a processor)")
         return cls(load_tokenizer(path), ProcessorConfig.from_folder(path))
 
+    def configure(self, image_budget: int | None = None, split_audio: bool | None = None) -> None:
+        """Change the defaults every later call uses (None keeps the current one); the CLI's flags land here."""
+        changes: dict[str, Any] = {}
+        if image_budget is not None:
+            changes["image_budget"] = image_mod.check_budget(image_budget)
+        if split_audio is not None:
+            changes["split_audio"] = bool(split_audio)
+        self.config = dataclasses.replace(self.config, **changes)
+
     @property
     def stop_token_ids(self) -> list[int]:
         """Token ids that end a model turn."""
@@ -237,7 +248,7 @@ class Processor:
         enable_thinking: bool = False,
         image_budget: int | None = None,
         add_generation_prompt: bool = True,
-        split_audio: bool = True,
+        split_audio: bool | None = None,
         max_pixels: int | None = image_mod.DEFAULT_MAX_PIXELS,
         video_options: video_mod.VideoOptions | None = None,
         **template_kwargs: Any,
@@ -259,6 +270,7 @@ class Processor:
             sources = {m.name: _assign_sources(media, m, lists[m.name]) for m in MODALITIES}
             text = render(self.tokenizer, normalized, enable_thinking=enable_thinking,
                           add_generation_prompt=add_generation_prompt, **template_kwargs)
+        split_audio = self.config.split_audio if split_audio is None else split_audio
         settings = self.settings(image_budget, max_pixels=max_pixels, split_audio=split_audio,
                                  video_options=video_options)
         pieces = {m.name: [m.decode(src, settings, self.token_strings) for src in sources[m.name]]

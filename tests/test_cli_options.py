@@ -1,0 +1,115 @@
+"""The shared CLI options, as real ``gemma4`` subprocesses on the tiny checkpoint."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from mlx_gemma4.processing import Processor
+
+GEMMA4 = str(Path(sys.executable).with_name("gemma4"))
+EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
+KEYS = {"text", "thinking", "token_ids", "prompt_tokens", "generation_tokens", "prompt_tps", "generation_tps",
+        "ttft_s", "peak_memory_gb", "finish_reason"}
+
+
+def gemma4(*args: str, stdin: str | None = None) -> subprocess.CompletedProcess:
+    # COLUMNS=40: a line longer than that must still come out whole (no hard wrap off a terminal).
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "NO_COLOR": "1", "COLUMNS": "40"}
+    return subprocess.run([GEMMA4, *args], capture_output=True, text=True, input=stdin, env=env, timeout=300)
+
+
+def as_json(ckpt, *args: str, stdin: str | None = None) -> dict:
+    """The one object ``generate --json`` prints (stdout holds nothing else)."""
+    out = gemma4("generate", "-m", str(ckpt.path), "--temp", "0", "--json", *args, stdin=stdin)
+    assert out.returncode == 0, out.stderr
+    lines = out.stdout.splitlines()
+    assert len(lines) == 1, out.stdout
+    obj = json.loads(lines[0])
+    assert set(obj) == KEYS and len(obj["token_ids"]) == obj["generation_tokens"]
+    return obj
+
+
+def test_version_loads_no_model_stack():
+    code = "import sys; sys.argv = ['gemma4', '--version']\nfrom mlx_gemma4.cli.app import main; main()"
+    out = subprocess.run([sys.executable, "-X", "importtime", "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0 and out.stdout.startswith("gemma4 (mlx-gemma4) "), out.stderr[-2000:]
+    imported = {line.rsplit("|", 1)[-1].strip() for line in out.stderr.splitlines() if "|" in line}
+    assert not {"mlx_lm", "transformers", "torch"} & imported
+
+
+def test_json_is_one_object_and_the_prompt_sources_agree(tiny_ckpt, tmp_path):
+    literal = as_json(tiny_ckpt, "-n", "4", "what is this ?")
+    assert literal["finish_reason"] == "length" and literal["generation_tokens"] == 4
+    (tmp_path / "prompt.txt").write_text("what is this ?")
+    assert as_json(tiny_ckpt, "-n", "4", f"@{tmp_path / 'prompt.txt'}")["token_ids"] == literal["token_ids"]
+    assert as_json(tiny_ckpt, "-n", "4", "-", stdin="what is this ?")["token_ids"] == literal["token_ids"]
+
+
+def test_flags_reach_the_request(tiny_ckpt):
+    base = as_json(tiny_ckpt, "-n", "6", "hello there")
+    system = as_json(tiny_ckpt, "-n", "6", "--system", "be brief", "hello there")
+    assert system["prompt_tokens"] > base["prompt_tokens"]
+    cut = base["text"].split()[2]  # a word of the greedy answer: generation must stop before it
+    stopped = as_json(tiny_ckpt, "-n", "6", "--stop", "zzz", "--stop", cut, "hello there")
+    assert stopped["finish_reason"] == "stop" and cut not in stopped["text"]
+    assert base["text"].startswith(stopped["text"])
+    image = str(EXAMPLES / "chart.png")
+    small = as_json(tiny_ckpt, "-n", "1", "--image", image, "--image-tokens", "70", "hi")
+    large = as_json(tiny_ckpt, "-n", "1", "--image", image, "--image-tokens", "280", "hi")
+    processor = Processor.from_pretrained(tiny_ckpt.path)
+    message = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": "hi"}]}]
+    for obj, budget in ((small, 70), (large, 280)):
+        assert obj["prompt_tokens"] == processor(message, images=[image], image_budget=budget).input_ids.shape[1]
+    assert small["prompt_tokens"] < large["prompt_tokens"]
+    zero = as_json(tiny_ckpt, "-n", "0", "--kv-bits", "8", "hello there")
+    assert zero["generation_tokens"] == 0 and zero["token_ids"] == [] and zero["generation_tps"] == 0
+    assert zero["prompt_tokens"] == base["prompt_tokens"] and zero["prompt_tps"] > 0
+
+
+def test_stats_line_is_one_labelled_line_and_verbose_adds_mlx_lm_lines(tiny_ckpt):
+    out = gemma4("generate", "-m", str(tiny_ckpt.path), "--temp", "0", "-n", "3", "-v", "hello there")
+    assert out.returncode == 0, out.stderr
+    lines = out.stderr.splitlines()
+    stats = [line for line in lines if line.startswith("prompt ")]
+    assert len(stats) == 1 and "TTFT" in stats[0] and "peak (MLX)" in stats[0] and stats[0].endswith("finish: length")
+    assert any(line.startswith("Prompt: ") and "tokens-per-sec" in line for line in lines)
+    assert any(line.startswith("Generation: 3 tokens, ") for line in lines)
+    assert any(line.startswith("Peak memory: ") for line in lines)
+
+
+def test_draft_path_that_does_not_exist_is_a_usage_error(tiny_ckpt, tmp_path):
+    out = gemma4("generate", "-m", str(tiny_ckpt.path), "-n", "1", "--draft", str(tmp_path / "nope"), "hi")
+    assert out.returncode == 2 and "nope" in out.stderr and out.stdout == ""
+
+
+def test_prefill_progress_appears_only_for_slow_prefills():
+    import io
+
+    from mlx_gemma4.cli.report import PrefillProgress
+    from rich.console import Console
+
+    buf = io.StringIO()
+    console = Console(file=buf, force_terminal=True, width=100)
+    fast = PrefillProgress(console, delay_s=60.0)
+    for done in (0, 512, 1024):
+        fast(done, 1024)
+    assert buf.getvalue() == ""
+    slow = PrefillProgress(console, delay_s=0.0)
+    slow(0, 1024)
+    slow(512, 1024)
+    slow(1024, 1024)  # the last call removes the bar
+    assert "prefill" in buf.getvalue() and "/1024" in buf.getvalue() and slow._bar is None
+
+
+def test_no_split_audio_reaches_the_processor(tiny_ckpt, tmp_path):
+    import numpy as np
+    import soundfile
+
+    long_wav = tmp_path / "long.wav"
+    soundfile.write(long_wav, np.zeros(16_000 * 31, dtype=np.float32), 16_000)  # 31 s: over the 30 s clip limit
+    out = gemma4("generate", "-m", str(tiny_ckpt.path), "-n", "1", "--audio", str(long_wav), "--no-split-audio", "hi")
+    assert out.returncode == 2 and "longer than the 30 s" in out.stderr, out.stderr
