@@ -95,7 +95,7 @@ def caption_cmd(
                       workers=worker_count(), request=request)
     where = str(out) if out is not None else "NAME.txt beside each file"
     rank = f"rank {job.cluster.rank}/{job.cluster.size}: " if job.cluster.size > 1 else ""
-    m, processor = _load(model)
+    m, processor = _load(model) if job.todo else (None, None)  # all done already: no model needed
     with stop_on_sigint() as should_stop, progress_bar() as bar:
         task = bar.add_task(f"{rank}captioning ({len(job.mine) - len(job.todo)} already done)", total=len(job.todo))
         summary = job.run(m, processor, opts, on_row=lambda row: bar.advance(task), should_stop=should_stop)

@@ -77,7 +77,8 @@ def test_two_ranks_merge_into_the_single_process_output(job, tmp_path):
     proc = launch([*args, "--out", out])
     stdout, stderr = proc.communicate(timeout=600)
     rows = jsonl_rows(out)
-    assert [r["file_name"] for r in rows] == [r["file_name"] for r in expected], stderr
+    # Merged in item order; a single process writes rows as they finish (the same set, maybe reordered).
+    assert [r["file_name"] for r in rows] == sorted(r["file_name"] for r in expected), stderr
     assert comparable(rows) == comparable(expected)
     assert f"failed 1 of {len(expected)}" in stderr
     assert not list(tmp_path.glob("*.part*"))  # parts merged and removed

@@ -162,7 +162,7 @@ def run_job(model, processor, items: Sequence[Item], sink, opts: JobOptions, *,
     todo = [it for it in items if it.file_name not in sink.done]
     s = job.summary
     s.total, s.skipped = len(items), len(items) - len(todo)
-    s.batch_size = opts.batch_size or default_batch_size(model, opts)
+    s.batch_size = opts.batch_size or (default_batch_size(model, opts) if todo else 1)
     start = time.perf_counter()
     pending: deque[tuple[Item, Future]] = deque()
     queue = iter(todo)
