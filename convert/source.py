@@ -161,7 +161,7 @@ class _Shaped:
 
 
 def assistant_shapes(config: dict[str, Any]) -> dict[str, tuple[int, ...]]:
-    """Parameter shapes of an MTP drafter (spec §8.1) from its config."""
+    """Parameter shapes of an MTP drafter from its config."""
     text = config.get("text_config") or {}
     try:
         h, inter, n = int(text["hidden_size"]), int(text["intermediate_size"]), int(text["num_hidden_layers"])

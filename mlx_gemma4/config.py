@@ -1,4 +1,4 @@
-"""Model configuration: dataclasses read from a checkpoint's ``config.json`` (spec §1).
+"""Model configuration: dataclasses read from a checkpoint's ``config.json``.
 
 The transformers class defaults are NOT the 12B sizes, so every size is read from the file and a
 missing one is an error. Per-layer attention geometry (full layers have their own head_dim and KV

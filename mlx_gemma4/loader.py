@@ -83,7 +83,7 @@ def read_weights(folder: Path, rename: Callable[[dict], dict] = sanitize) -> dic
 
 
 def infer_layer_geometry(raw: dict[str, Any], weights: dict[str, mx.array]) -> dict[str, Any]:
-    """Per-layer head_dim / KV heads from the weights, for configs that state neither form (spec §1.2)."""
+    """Per-layer head_dim / KV heads from the weights, for configs that state neither form."""
     text = dict(raw.get("text_config", raw))
     if text.get("per_layer_config") or text.get("global_head_dim") is not None:
         return raw

@@ -51,7 +51,7 @@ def quantize_for_loading(model: nn.Module, quantization: dict[str, Any], weight_
 
 # -- converter-side policy -----------------------------------------------------------------------
 #
-# What the converter quantizes (spec §2.4): every decoder Linear and the tied token embedding (the head
+# What the converter quantizes: every decoder Linear and the tied token embedding (the head
 # reads the same quantized table through ``as_linear``). Norms, ``layer_scalar``, the vision LayerNorms
 # and position table, and the small vision/audio projections stay float. The same pattern serves the
 # MTP drafter, whose tree has no ``language_model.`` prefix (see weights.py).

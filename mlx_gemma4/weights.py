@@ -1,11 +1,11 @@
 """Weight names: the one place that maps checkpoint tensor names to the MLX module tree.
 
-The MLX tree mirrors the on-disk Hugging Face names minus the ``model.`` prefix (spec §2.2):
+The MLX tree mirrors the on-disk Hugging Face names minus the ``model.`` prefix:
 ``language_model.*``, ``vision_embedder.*``, ``embed_vision.*``, ``embed_audio.*``. Also accepted:
 a text-only export (``model.layers.*``), the transformers module-tree names
 (``model.embed_vision.patch_ln1`` …) and mlx-vlm's converted layout (``language_model.model.*``).
 
-The MTP drafter (``gemma4_unified_assistant``, spec §8.1) has its own tree: its HF names minus
+The MTP drafter (``gemma4_unified_assistant``) has its own tree: its HF names minus
 ``model.``, nothing else renamed — ``embed_tokens.weight`` (output head only), ``layers.N.self_attn.
 {q_proj,q_norm,o_proj}``, ``layers.N.mlp.*``, the four ``layers.N.*_layernorm``, ``layers.N.layer_scalar``,
 ``norm.weight``, ``pre_projection.weight``, ``post_projection.weight`` (and ``masked_embedding.*`` when
@@ -68,7 +68,7 @@ def sanitize(weights: dict) -> dict:
     return out
 
 
-# The Orbax converter may also write a ``final_norm`` the HF assistant module does not have (spec §8.1).
+# The Orbax converter may also write a ``final_norm`` the HF assistant module does not have.
 _ASSISTANT_DROPPED = ("lm_head.weight", "model.final_norm.weight", "final_norm.weight")
 
 

@@ -55,7 +55,7 @@ class GenerationDefaults:
 
     @classmethod
     def from_folder(cls, folder: str | Path, extra_suppress: tuple[int, ...] = ()) -> GenerationDefaults:
-        """Read ``folder/generation_config.json`` (spec §7.4 values when the file is absent)."""
+        """Read ``folder/generation_config.json`` (the published 12B values when the file is absent)."""
         path = Path(folder) / "generation_config.json"
         d = read_json_object(path, ModelLoadError) if path.exists() else {}
         try:
@@ -65,7 +65,7 @@ class GenerationDefaults:
 
 
 def model_defaults(model) -> GenerationDefaults:
-    """The defaults attached to a loaded model, else spec §7.4 with the model's eoi/eoa suppressed."""
+    """The defaults attached to a loaded model, else the published 12B defaults with the model's eoi/eoa suppressed."""
     found = getattr(model, "generation_defaults", None)
     if found is not None:
         return found

@@ -1,4 +1,4 @@
-"""MTP speculative decoding (spec §8.3): the drafter proposes k tokens, the target checks them in one forward.
+"""MTP speculative decoding: the drafter proposes k tokens, the target checks them in one forward.
 
 A round, with L tokens in the target's caches and the next token ``y`` already chosen:
   1. the drafter drafts d1..dk from ``y``, the target's final hidden state that predicted ``y`` and
@@ -32,7 +32,7 @@ EMA = 0.3
 
 
 def shared_kv(model, cache: list) -> dict[str, tuple[mx.array, mx.array]]:
-    """K/V (temporal order) of the target's last layer of each attention type (spec §8.3: layers 46, 47)."""
+    """K/V (temporal order) of the target's last layer of each attention type (for the 12B: layers 46 and 47)."""
     types = model.config.text_config.layer_types
     out = {}
     for kind in set(types):

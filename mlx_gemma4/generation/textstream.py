@@ -1,6 +1,6 @@
 """Token ids → text pieces: streaming detokenization, thought-block separation and stop strings.
 
-Gemma 4 thinks inside ``<|channel>thought\\n … <channel|>`` (spec §7.2). The two marker ids are
+Gemma 4 thinks inside ``<|channel>thought\\n … <channel|>``. The two marker ids are
 looked up in the tokenizer, never hard-coded. Pieces are tagged "thought" or "answer"; the markers
 and the channel name are never part of any text. With thinking off, a thought block the model opens
 anyway is still kept out of the answer, and if it was all the model said, its text becomes the

@@ -1,4 +1,4 @@
-"""The text decoder (spec §3): sandwich-normed blocks, sliding + full attention, tied soft-capped head."""
+"""The text decoder: sandwich-normed blocks, sliding + full attention, tied soft-capped head."""
 
 from __future__ import annotations
 
@@ -32,7 +32,7 @@ class RMSNorm(nn.Module):
 def rope_periods(head_dim: int, params: dict) -> tuple[float | None, mx.array | None]:
     """(base, periods) for ``mx.fast.rope``: default RoPE uses the base, proportional RoPE explicit periods.
 
-    Proportional RoPE (spec §3.5) rotates only the first ``partial_rotary_factor · d/2`` frequency pairs,
+    Proportional RoPE rotates only the first ``partial_rotary_factor · d/2`` frequency pairs,
     with exponents over the full head_dim; the others get an infinite period (no rotation).
     """
     theta = float(params.get("rope_theta", 10_000.0))

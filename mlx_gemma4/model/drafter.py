@@ -1,4 +1,4 @@
-"""The MTP drafter ``gemma4_unified_assistant`` (spec §8): a 4-layer model that reads the target's K/V.
+"""The MTP drafter ``gemma4_unified_assistant``: a 4-layer model that reads the target's K/V.
 
 Parameter names (the MLX tree; ``mlx_gemma4.weights.assistant_to_mlx_name`` maps the HF names to
 them by dropping the ``model.`` prefix, so the converter writes exactly these):
@@ -56,7 +56,7 @@ class DraftAttention(nn.Module):
 
 
 class Drafter(nn.Module):
-    """One draft step: (token, target hidden) → (draft logits, next hidden), spec §8.2."""
+    """One draft step: (token, target hidden) → (draft logits, next hidden)."""
 
     def __init__(self, cfg: TextConfig, backbone_hidden_size: int):
         super().__init__()

@@ -1,4 +1,4 @@
-"""Encoder-free multimodal embedders (spec §5): raw 48-px patches and raw 640-sample audio frames."""
+"""Encoder-free multimodal embedders: raw 48-px patches and raw 640-sample audio frames."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Attention masks with bidirectional vision blocks (spec §4).
+"""Attention masks with bidirectional vision blocks.
 
 Rules, for absolute query position q and key position k:
   full layers:    allowed = k <= q                    OR same_block(q, k)

@@ -1,4 +1,4 @@
-"""Audio → 640-sample frames at 16 kHz for the encoder-free audio projection (spec §6.2).
+"""Audio → 640-sample frames at 16 kHz for the encoder-free audio projection.
 
 Pipeline: decode (soundfile: WAV, FLAC, OGG, MP3, …) → float32 → mono (channel mean) → 16 kHz
 (soxr) → clip to [−1, 1] → split into ≤ 30 s clips → frames of 640 samples, the last one zero-padded.

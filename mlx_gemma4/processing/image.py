@@ -1,4 +1,4 @@
-"""Images → 48×48 pixel blocks for the encoder-free vision embedder (spec §6.1).
+"""Images → 48×48 pixel blocks for the encoder-free vision embedder.
 
 Pipeline: decode (Pillow, EXIF orientation applied) → 8-bit (16-bit/float scaled) → RGB →
 aspect-ratio-preserving bicubic resize that fills the soft-token budget → ×float32(1/255) → 48×48×3
