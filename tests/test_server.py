@@ -75,7 +75,6 @@ def test_text_chat_equals_generate(client, reference):
     assert resp.usage.prompt_tokens > 0 and resp.usage.completion_tokens == len(expected.token_ids)
 
 
-@pytest.mark.xfail(reason="image parts answer 500 (AttributeError) since the merge; open, see the closing note")
 def test_image_data_url_and_local_file(client, reference):
     chart = EXAMPLES / "chart.png"
     ours = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": "what is this ?"}]}]

@@ -39,15 +39,6 @@ def ring_index(cache) -> int | None:
     """The slot after the newest entry of a rotating cache (None for caches that are not rings)."""
     return cache._idx if isinstance(cache, _classes().RotatingKVCache) else None
 
-    def set_ordered(self, keys: mx.array, values: mx.array, offset: int) -> None:
-        """Hold ``keys``/``values`` (temporal order, the newest at position ``offset − 1``) as a plain run
-        of appends would: at most ``max_size`` entries once ``offset`` reaches it. A decode batch uses
-        this to rebuild its caches when rows join or leave."""
-        if keys.shape[2] != min(offset, self.max_size):
-            raise ValueError(f"expected {min(offset, self.max_size)} entries at offset {offset}, got {keys.shape[2]}")
-        self.keys, self.values, self.offset = keys, values, offset
-        self._idx = keys.shape[2]
-
 
 def check_cache_options(kv_bits: int | None, max_kv_size: int | None) -> None:
     """InputError unless kv_bits is None/4/8, max_kv_size None or a positive int, and not both set."""

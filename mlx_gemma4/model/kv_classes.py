@@ -43,6 +43,15 @@ class SlidingKVCache(RotatingKVCache):
         self._idx = keep
         return n
 
+    def set_ordered(self, keys: mx.array, values: mx.array, offset: int) -> None:
+        """Hold ``keys``/``values`` (temporal order, the newest at position ``offset − 1``) as a plain run
+        of appends would: at most ``max_size`` entries once ``offset`` reaches it. A decode batch uses
+        this to rebuild its caches when rows join or leave."""
+        if keys.shape[2] != min(offset, self.max_size):
+            raise ValueError(f"expected {min(offset, self.max_size)} entries at offset {offset}, got {keys.shape[2]}")
+        self.keys, self.values, self.offset = keys, values, offset
+        self._idx = keys.shape[2]
+
     def ordered(self) -> tuple[mx.array, mx.array]:
         """Keys and values in temporal order (oldest first)."""
         if self._idx == self.keys.shape[2] or self.offset <= self._idx:

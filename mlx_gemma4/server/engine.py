@@ -20,7 +20,7 @@ from collections.abc import Callable
 import mlx.core as mx
 import numpy as np
 
-from ..errors import ModelLoadError
+from ..errors import Gemma4Error, ModelLoadError
 from ..generation.device import generation_stream, wired_limit
 from ..generation.prefill import prefill
 from ..generation.request import DEFAULT_CHUNK
@@ -175,7 +175,10 @@ class Engine:
         try:
             row, cache = self._prefill(job)
         except Exception as e:
-            log.info("request failed before decoding: %s", e)
+            if isinstance(e, Gemma4Error):
+                log.info("request failed before decoding: %s", e)
+            else:  # a bug: the client gets a short message, the log gets the traceback
+                log.exception("request failed before decoding")
             job.emit(Failed(e))
             self._finished()
             return None
