@@ -174,6 +174,21 @@ def test_stop_string_cuts_text(word_tokenizer):
     assert "".join(p.text for p in pieces) == s.answer
 
 
+def test_text_stream_never_builds_the_whole_vocabulary(word_tokenizer, monkeypatch):
+    """get_vocab() builds a dict of every token (about a second at 262K): one stream must not pay for it."""
+    ids = [word_tokenizer.convert_tokens_to_ids(w) for w in ["<|channel>", "thought", "\n", "think", "<channel|>",
+                                                              "answer"]]
+
+    def refuse():
+        raise AssertionError("get_vocab() called")
+
+    monkeypatch.setattr(word_tokenizer, "get_vocab", refuse)
+    s = TextStream(word_tokenizer, thinking=True)
+    [s.add(i) for i in ids]
+    s.finish()
+    assert s.thinking.split() == ["think"] and s.answer.split() == ["answer"]
+
+
 # -- bad arguments ----------------------------------------------------------------------------------
 
 

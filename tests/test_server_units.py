@@ -18,7 +18,7 @@ from mlx_gemma4.server.errors import APIError
 from mlx_gemma4.server.jobs import Limits, encode_chat, make_job
 from mlx_gemma4.server.parsing import JSON_HINT, extract_json, parse_chat, parse_completion
 from mlx_gemma4.server.responses import chat_completion
-from mlx_gemma4.server.rows import CachedVocab, Delta, Done, Failed, Row
+from mlx_gemma4.server.rows import Delta, Done, Failed, Row
 from tests.server_helpers import small_vocab_checkpoint
 
 B64 = base64.b64encode(b"\x89PNG fake").decode()
@@ -173,7 +173,7 @@ def engine(ckpt):
 
 def test_row_splits_thought_and_answer(reference):
     model, processor = reference
-    tok = CachedVocab(processor.tokenizer)
+    tok = processor.tokenizer
     vocab = tok.get_vocab()
     events = []
     from mlx_gemma4.server.parsing import Settings

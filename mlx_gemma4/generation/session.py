@@ -24,6 +24,7 @@ import numpy as np
 from ..errors import InputError
 from ..model.cache import cache_offset, can_trim_cache, make_cache, trim_cache
 from ..processing.modalities import MODALITIES
+from ..processing.prompt import token_id
 from .engine import GenerationRun
 from .inputs import PreparedInput, encode_messages, media_lists, prepare_input, tokenizer_of, user_message
 from .prefill import prefill
@@ -144,7 +145,7 @@ class ChatSession:
 
     def _eot_id(self) -> int:
         tok = tokenizer_of(self.processor)
-        found = tok.get_vocab().get("<turn|>") if tok is not None else None
+        found = token_id(tok, "<turn|>") if tok is not None else None
         return int(found) if found is not None else 106
 
     def _reply(self, run: GenerationRun, turn: _Turn) -> Iterator[GenerationChunk]:

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from ..processing.prompt import token_id
+
 THOUGHT, ANSWER = "thought", "answer"
 _CHANNEL_NAME = "thought"
 
@@ -34,8 +36,8 @@ def channel_token_ids(tokenizer) -> tuple[int | None, int | None]:
     """Ids of ``<|channel>`` / ``<channel|>`` in this tokenizer (None where it has no such token)."""
     if tokenizer is None:
         return None, None
-    vocab = tokenizer.get_vocab()
-    return vocab.get("<|channel>"), vocab.get("<channel|>")
+    # One lookup per token: get_vocab() would build a 262K-entry dict (about a second) per generation.
+    return token_id(tokenizer, "<|channel>"), token_id(tokenizer, "<channel|>")
 
 
 class TextStream:

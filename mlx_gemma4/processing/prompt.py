@@ -94,7 +94,7 @@ def _check_tokenizer_json(folder: Path) -> None:
             read_json_object(folder / name, ModelLoadError)
 
 
-def _token_id(tokenizer: Any, token: str | None) -> int | None:
+def token_id(tokenizer: Any, token: str | None) -> int | None:
     """Id of a token string, or None when the vocabulary does not have it (it would map to <unk>)."""
     if not token:
         return None
@@ -113,7 +113,7 @@ def read_special_tokens(tokenizer: Any) -> SpecialTokens:
         except (AttributeError, ValueError):
             named = None
         token = named if isinstance(named, str) else default
-        ids[name] = _token_id(tokenizer, token)
+        ids[name] = token_id(tokenizer, token)
     missing = [_NAMED[n][1] for n in _REQUIRED if ids[n] is None]
     if missing:
         raise ModelLoadError(f"the tokenizer has no {', '.join(missing)} token (not a Gemma 4 unified tokenizer?)")

@@ -25,10 +25,11 @@ from ..generation.device import generation_stream, wired_limit
 from ..generation.prefill import prefill
 from ..generation.request import DEFAULT_CHUNK
 from ..model.cache import make_cache
+from ..processing.prompt import token_id
 from .batch_cache import BatchCache, restore, temporal_kv
 from .jobs import Job
 from .prompt_cache import PromptCache, media_digest
-from .rows import CachedVocab, Failed, Row
+from .rows import Failed, Row
 
 log = logging.getLogger("mlx_gemma4.server")
 _MIN_SNAPSHOT = 8  # tokens; shorter shared prefixes are not worth a snapshot
@@ -95,7 +96,7 @@ class Engine:
             self.model, self.processor = self._load_fn()
             if self.processor is None:
                 raise ModelLoadError("the server needs a checkpoint with its tokenizer files (tokenizer.json, …)")
-            self.tokenizer = CachedVocab(self.processor.tokenizer)
+            self.tokenizer = self.processor.tokenizer
         except BaseException as e:  # reported through load_error; the server shows it and exits
             self.load_error = e
             self.ready.set()
@@ -210,7 +211,7 @@ class Engine:
         return row, cache
 
     def _sot_id(self) -> int | None:
-        return self.tokenizer.get_vocab().get("<|turn>")
+        return token_id(self.tokenizer, "<|turn>")
 
     def _step(self, rows: list[Row], batch: BatchCache) -> None:
         """One decode step for every row."""

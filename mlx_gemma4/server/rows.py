@@ -42,22 +42,6 @@ class Failed:
     error: BaseException
 
 
-class CachedVocab:
-    """A tokenizer whose ``get_vocab()`` is built once: for a 262K-token vocabulary each call builds a new
-    dict (about a second on a busy CPU), and every request looks special tokens up in it."""
-
-    def __init__(self, tokenizer):
-        self._tokenizer = tokenizer
-        self._vocab = tokenizer.get_vocab()
-
-    def get_vocab(self) -> dict[str, int]:
-        """The vocabulary (shared; do not modify)."""
-        return self._vocab
-
-    def __getattr__(self, name: str):
-        return getattr(self._tokenizer, name)
-
-
 class Row:
     """Sampling and bookkeeping of one job; ``accept`` takes each sampled token and emits events."""
 
