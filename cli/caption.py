@@ -12,7 +12,10 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, ProgressColumn, TextColumn, TimeRemainingColumn
 from rich.text import Text
 
-from .generate import MaxTokens, Model, Seed, Temp, Thinking, TopK, TopP, _load
+from mlx_gemma4.hub import DEFAULT_MODEL
+
+from . import options as o
+from .report import load
 
 err = Console(stderr=True)
 
@@ -23,7 +26,6 @@ Format = Annotated[str | None, typer.Option("--format", "-f", help="jsonl | csv 
 Resume = Annotated[bool, typer.Option("--resume/--no-resume", help="Skip items already in the output.")]
 BatchSize = Annotated[int | None, typer.Option("--batch-size", "-b", min=1,
                                                help="Items decoded together (default: from free memory, 1-8).")]
-ImageTokens = Annotated[int | None, typer.Option("--image-tokens", help="Image budget: 70, 140, 280, 560 or 1120.")]
 
 
 class RateColumn(ProgressColumn):
@@ -66,7 +68,8 @@ def summary_line(s, where: str) -> str:
 
 def caption_cmd(
     inputs: Inputs,
-    model: Model,
+    model: o.Model = DEFAULT_MODEL,
+    bits: o.Bits = 4,
     out: Out = None,
     prompt: Annotated[str | None, typer.Option("--prompt", help="Instruction (default: a short caption.)")] = None,
     system: Annotated[str | None, typer.Option("--system", help="System prompt.")] = None,
@@ -74,28 +77,31 @@ def caption_cmd(
     fmt: Format = None,
     resume: Resume = True,
     batch_size: BatchSize = None,
-    image_tokens: ImageTokens = None,
-    max_tokens: MaxTokens = 128,
-    temp: Temp = None,
-    top_p: TopP = None,
-    top_k: TopK = None,
-    seed: Seed = None,
-    thinking: Thinking = False,
+    image_tokens: o.ImageTokens = None,
+    max_tokens: o.MaxTokens = 128,
+    temp: o.Temp = None,
+    top_p: o.TopP = None,
+    top_k: o.TopK = None,
+    min_p: o.MinP = None,
+    repetition_penalty: o.RepetitionPenalty = None,
+    seed: o.Seed = None,
+    stop: o.Stop = None,
+    thinking: o.Thinking = False,
 ) -> None:
     """Caption every image / audio / video file: one row per file (jsonl, csv) or NAME.txt files; resumable."""
-    from mlx_gemma4.generation.request import GenerationRequest
     from mlx_gemma4.jobs.caption import CaptionJob
     from mlx_gemma4.jobs.runner import JobOptions, worker_count
 
     # Checked before the model loads: a bad flag, input or output is a usage error (exit 2) at once.
-    request = GenerationRequest(max_tokens=max_tokens, temperature=temp, top_p=top_p, top_k=top_k, seed=seed,
-                                thinking=thinking)
+    request = o.build_request(max_tokens=max_tokens, temp=temp, top_p=top_p, top_k=top_k, min_p=min_p,
+                              repetition_penalty=repetition_penalty, seed=seed, stop=stop, thinking=thinking,
+                              kv_bits=None, max_kv_size=None)
     job = CaptionJob(inputs, out, fmt=fmt, recursive=recursive, resume=resume)
     opts = JobOptions(prompt=prompt, system=system, image_tokens=image_tokens, batch_size=batch_size,
                       workers=worker_count(), request=request)
     where = str(out) if out is not None else "NAME.txt beside each file"
     rank = f"rank {job.cluster.rank}/{job.cluster.size}: " if job.cluster.size > 1 else ""
-    m, processor = _load(model) if job.todo else (None, None)  # all done already: no model needed
+    m, processor = load(model, bits) if job.todo else (None, None)  # all done already: no model needed
     with stop_on_sigint() as should_stop, progress_bar() as bar:
         task = bar.add_task(f"{rank}captioning ({len(job.mine) - len(job.todo)} already done)", total=len(job.todo))
         summary = job.run(m, processor, opts, on_row=lambda row: bar.advance(task), should_stop=should_stop)
@@ -114,24 +120,26 @@ def caption_cmd(
 def transcribe_cmd(
     audio: Annotated[list[str], typer.Argument(help="Audio files (any length), globs or @list.txt.",
                                                show_default=False)],
-    model: Model,
+    model: o.Model = DEFAULT_MODEL,
+    bits: o.Bits = 4,
     out: Annotated[Path | None, typer.Option("--out", "-o", help="Output file (a folder for several inputs); "
                                              "default: print the transcript.")] = None,
     fmt: Annotated[str | None, typer.Option("--format", "-f", help="txt | srt | jsonl (default: from --out).")] = None,
     translate_to: Annotated[str | None, typer.Option("--translate-to", help="Translate into this language.")] = None,
     resume: Resume = True,
     batch_size: Annotated[int, typer.Option("--batch-size", "-b", min=1, help="Blocks decoded together.")] = 4,
-    max_tokens: MaxTokens = 512,
-    temp: Temp = 0.0,
-    seed: Seed = None,
+    max_tokens: o.MaxTokens = 512,
+    temp: o.Temp = 0.0,
+    seed: o.Seed = None,
 ) -> None:
     """Transcribe (or translate) speech: ≤ 30 s blocks cut on silence, stitched in order; resumable."""
-    from mlx_gemma4.generation.request import GenerationRequest
     from mlx_gemma4.jobs.transcribe import TranscribeJob
 
-    request = GenerationRequest(max_tokens=max_tokens, temperature=temp, seed=seed)
+    request = o.build_request(max_tokens=max_tokens, temp=temp, top_p=None, top_k=None, min_p=None,
+                              repetition_penalty=None, seed=seed, stop=None, thinking=False, kv_bits=None,
+                              max_kv_size=None)
     job = TranscribeJob(audio, out, fmt, resume=resume, translate_to=translate_to)
-    m, processor = _load(model)
+    m, processor = load(model, bits)
     with stop_on_sigint() as should_stop, progress_bar() as bar:
         task = bar.add_task("transcribing blocks", total=0)
         summary = job.run(m, processor, request, batch_size,

@@ -10,13 +10,7 @@ import typer
 from mlx_gemma4.hub import DEFAULT_MODEL
 
 from . import options as o
-from .options import MaxTokens, Model, Seed, Temp, Thinking, TopK, TopP  # noqa: F401 - imported by cli/caption.py
 from .report import PrefillProgress, err, load, load_draft, print_stats, result_json
-
-
-def _load(model: str):
-    """``(model, processor)`` at the default ``--bits`` (for commands without their own media flags)."""
-    return load(model, 4)
 
 
 def print_stream(chunks, verbose: bool = False):

@@ -115,3 +115,15 @@ def test_a_video_is_captioned_with_its_frames(tiny_ckpt, tmp_path):
     chart, clip = jsonl_rows(out)
     assert clip["file_name"] == "clip.mp4" and clip["error"] is None and clip["caption"]
     assert clip["prompt_tokens"] != chart["prompt_tokens"]
+
+
+@pytest.mark.parametrize("flag, value", [("--bits", "3"), ("--min-p", "2"), ("--repetition-penalty", "-1")])
+def test_caption_takes_generates_sampling_and_bits_flags(tmp_path, flag, value):
+    """caption and generate share their flags (cli/options.py): a bad value is refused before any model loads."""
+    (tmp_path / "a.png").write_bytes(b"x")
+    result = run_cli("caption", tmp_path / "a.png", "--out", tmp_path / "o.jsonl", "--model", tmp_path / "no-model",
+                     flag, value)
+    assert result.returncode == 2, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error:"), result.stderr
+    assert f"Invalid value for '{flag}'" in lines[0], result.stderr  # a known flag, not "No such option"
