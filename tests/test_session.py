@@ -60,3 +60,37 @@ def test_second_turn_prefills_only_new_tokens_and_matches_scratch(model, tiny_ck
         ids = np.concatenate([ids, [[nxt]]], axis=1)
     assert reply2.token_ids[:4] == cont
     assert reply1.token_ids and len(session.tokens) == cache_offset(session.cache)
+
+
+def test_earlier_media_are_decoded_once_and_replies_do_not_change(tiny_ckpt, monkeypatch):
+    """A chat re-renders its whole history each turn; the session's memo keeps each file decoded once."""
+    from pathlib import Path
+
+    import mlx_gemma4.processing.processor as processor_module
+    from mlx_gemma4.processing.modalities import Modality
+
+    examples = Path(__file__).resolve().parents[1] / "examples"
+    model, processor = load(tiny_ckpt.path)
+    decoded = []
+    original = Modality.decode
+
+    def counting(self, source, settings, tokens):
+        decoded.append((self.name, str(source)))
+        return original(self, source, settings, tokens)
+
+    monkeypatch.setattr(Modality, "decode", counting)
+
+    def conversation():
+        session = ChatSession(model, processor, temperature=0, max_tokens=4)
+        first = session.ask("Describe.", images=[examples / "chart.png"], audio=[examples / "speech.ogg"])
+        second = session.ask("And this one?", images=[examples / "scene.jpg"])
+        third = session.ask("Shorter.")
+        return [r.token_ids for r in (first, second, third)]
+
+    with_memo = conversation()
+    assert sorted(decoded) == sorted([("image", str(examples / "chart.png")), ("audio", str(examples / "speech.ogg")),
+                                      ("image", str(examples / "scene.jpg"))])
+    decoded.clear()
+    monkeypatch.setattr(processor_module, "content_key", lambda source: None)  # no memo: decoded every turn
+    assert conversation() == with_memo
+    assert len(decoded) == 2 + 3 + 3

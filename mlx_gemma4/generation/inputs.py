@@ -79,10 +79,13 @@ def prepare_input(model, processor, prompt, images=(), audio=(), videos=(), thin
     raise InputError(f"unsupported prompt type {type(prompt).__name__}")
 
 
-def encode_messages(model, processor, messages: list, media: dict[str, list], thinking: bool) -> PreparedInput:
-    """Render and tokenise chat messages with their media through the processor."""
+def encode_messages(model, processor, messages: list, media: dict[str, list], thinking: bool,
+                    decoded: dict | None = None) -> PreparedInput:
+    """Render and tokenise chat messages with their media through the processor (``decoded``: the
+    processor's memo of decoded files, kept by a caller that renders the same media again)."""
     sources = {m.argument: media.get(m.name) or None for m in MODALITIES}
-    enc = processor(messages, **sources, enable_thinking=thinking)
+    memo = {} if decoded is None else {"decoded": decoded}
+    enc = processor(messages, **sources, enable_thinking=thinking, **memo)
     if not isinstance(enc, dict):  # the processor returns an object with array attributes
         enc = {k: getattr(enc, k, None) for k in ("input_ids", *ARRAY_KEYS)}
     return _from_mapping(model, enc)

@@ -57,6 +57,7 @@ class ChatSession:
         self.tokens: list[int] = []  # exactly what the cache holds
         self.messages: list[dict] = [{"role": "system", "content": system}] if system else []
         self._media: dict[str, list] = {m.name: [] for m in MODALITIES}
+        self._decoded: dict = {}  # the processor's memo: earlier turns' files are decoded once, not every turn
         self._segments: list[PreparedInput] = []  # self.tokens in pieces, with their media arrays
         self._active = False
         self.last_prefill_tokens = 0
@@ -96,6 +97,7 @@ class ChatSession:
         self.tokens, self._segments = [], []
         self.messages = [m for m in self.messages[:1] if m["role"] == "system"]
         self._media = {m.name: [] for m in MODALITIES}
+        self._decoded = {}
 
     # -- a turn -----------------------------------------------------------------------------------
 
@@ -109,7 +111,8 @@ class ChatSession:
             message = user_message(message, media)
         # The processor renders the whole conversation, so it needs every image/audio clip so far.
         everything = {k: [*self._media[k], *media[k]] for k in media}
-        full = encode_messages(self.model, self.processor, [*self.messages, message], everything, thinking)
+        full = encode_messages(self.model, self.processor, [*self.messages, message], everything, thinking,
+                               self._decoded)
         ids = full.input_ids[0].tolist()
         new_ids = np.array([ids[self._continuation_start(ids):]], np.int32)
         arrays = self._new_arrays(full, new_ids)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping, MutableMapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -29,6 +29,7 @@ from .prompt import (
     render,
     token_strings,
 )
+from .sources import content_key
 
 
 @dataclass(frozen=True)
@@ -251,6 +252,7 @@ class Processor:
         split_audio: bool | None = None,
         max_pixels: int | None = image_mod.DEFAULT_MAX_PIXELS,
         video_options: video_mod.VideoOptions | None = None,
+        decoded: MutableMapping | None = None,
         **template_kwargs: Any,
     ) -> ModelInputs:
         """Messages (or a raw prompt string) + images/audio/videos → ``ModelInputs``.
@@ -259,7 +261,9 @@ class Processor:
         keys image/audio/video, path or url) or take the next one from ``images=``/``audio=``/``videos=``,
         in order. A raw prompt string is tokenized as is (``<bos>`` prepended if missing) with its
         placeholders filled from the given sources. ``video_options`` sets frame sampling and the sound
-        track (default: 32 frames, ≤ 60 s, no sound).
+        track (default: 32 frames, ≤ 60 s, no sound). ``decoded``, a dict the caller keeps, memoises
+        decoded files and bytes across calls (a chat re-renders its whole history every turn: without it,
+        every earlier image, clip and video would be decoded again).
         """
         given = {"image": images, "audio": audio, "video": videos}
         lists = {m.name: _as_list(given[m.name], m) for m in MODALITIES}
@@ -273,13 +277,21 @@ class Processor:
         split_audio = self.config.split_audio if split_audio is None else split_audio
         settings = self.settings(image_budget, max_pixels=max_pixels, split_audio=split_audio,
                                  video_options=video_options)
-        pieces = {m.name: [m.decode(src, settings, self.token_strings) for src in sources[m.name]]
-                  for m in MODALITIES}
+        pieces = {m.name: [self._decode(m, src, settings, decoded) for src in sources[m.name]] for m in MODALITIES}
         expanded, order = expand_text(text, self.token_strings, {k: [p.text for p in v] for k, v in pieces.items()})
         ids = encode(self.tokenizer, expanded)
         if isinstance(messages, str) and self.special.bos is not None and (not ids or ids[0] != self.special.bos):
             ids = [self.special.bos] + ids
         return _inputs(ids, text, [pieces[name][i] for name, i in order])
+
+    def _decode(self, m: Modality, source: Any, settings: Settings, decoded: MutableMapping | None) -> Piece:
+        key = content_key(source) if decoded is not None else None
+        if key is None:
+            return m.decode(source, settings, self.token_strings)
+        key = (m.name, key, settings)
+        if key not in decoded:
+            decoded[key] = m.decode(source, settings, self.token_strings)
+        return decoded[key]
 
 
 def _inputs(ids: list[int], prompt: str, pieces: list[Piece]) -> ModelInputs:

@@ -1,7 +1,9 @@
-"""The one check of a file path given as an image or audio source, before any byte of it is decoded."""
+"""The one check of a file path given as an image or audio source, before any byte of it is decoded; and
+the key that says two sources hold the same content (so a caller may reuse what one of them decoded to)."""
 
 from __future__ import annotations
 
+import hashlib
 import os
 import stat
 from pathlib import Path
@@ -41,3 +43,18 @@ def open_binary(path: Path, name: str):
     except OSError as e:
         raise InputError(f"{name}: cannot read file ({e.strerror or e})") from e
 
+
+
+def content_key(source) -> tuple | None:
+    """What identifies a source's content: a file's (path, size, mtime), or the digest of bytes; None for
+    in-memory objects (a PIL image or an array may change without a sign) and for paths that do not stat."""
+    if isinstance(source, (bytes, bytearray, memoryview)):
+        return ("bytes", hashlib.blake2b(source, digest_size=16).hexdigest())
+    if isinstance(source, (str, os.PathLike)):
+        try:
+            path = Path(os.fsdecode(source)).resolve()
+            info = path.stat()
+        except (OSError, ValueError):
+            return None
+        return ("file", str(path), info.st_size, info.st_mtime_ns)
+    return None
