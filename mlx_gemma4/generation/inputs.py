@@ -15,7 +15,7 @@ import numpy as np
 from ..errors import InputError
 from ..model.gemma4 import check_token_ids
 from ..processing.modalities import ARRAY_KEYS, MODALITIES
-from ..processing.processor import _as_list as sources_list  # the Processor's own rule: one source or a list
+from ..processing.processor import as_source_list  # the Processor's own rule: one source or a list
 
 # The config section a modality's embedder needs (a text-only checkpoint has neither).
 _EMBEDDER_CONFIG = {"image": "vision_config", "video": "vision_config", "audio": "audio_config"}
@@ -49,7 +49,7 @@ def media_lists(model, images, audio, videos) -> dict[str, list]:
     """The media arguments by modality name as lists (a single source accepted), refused if the
     checkpoint cannot take them."""
     given = {"images": images, "audio": audio, "videos": videos}
-    media = {m.name: sources_list(given[m.argument], m) for m in MODALITIES}
+    media = {m.name: as_source_list(given[m.argument], m) for m in MODALITIES}
     for name, sources in media.items():
         section = _EMBEDDER_CONFIG[name]
         if sources and getattr(model.config, section) is None:

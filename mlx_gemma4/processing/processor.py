@@ -147,7 +147,7 @@ class ModelInputs(Mapping):
     __hash__ = object.__hash__
 
 
-def _as_list(value: Any, modality: Modality) -> list[Any]:
+def as_source_list(value: Any, modality: Modality) -> list[Any]:
     """A user's ``images=``/``audio=``/``videos=`` argument as a list (one source or a sequence of them)."""
     if value is None:
         return []
@@ -266,7 +266,7 @@ class Processor:
         every earlier image, clip and video would be decoded again).
         """
         given = {"image": images, "audio": audio, "video": videos}
-        lists = {m.name: _as_list(given[m.name], m) for m in MODALITIES}
+        lists = {m.name: as_source_list(given[m.name], m) for m in MODALITIES}
         if isinstance(messages, str):
             text, sources = messages, lists
         else:
