@@ -39,6 +39,20 @@ def looks_like_hub_id(text: str) -> bool:
     return not text.startswith((".", "/", "~")) and text.count("/") == 1 and not Path(text).expanduser().exists()
 
 
+def folder_or_hub_id(spec: str | Path, error: type[Exception]) -> Path | str:
+    """``spec`` as a checkpoint folder (a Path) or a hub id (a str); ``error`` for a file or a name that is
+    neither."""
+    path = Path(spec).expanduser()
+    if path.is_dir():
+        return path
+    if path.exists():
+        raise error(f"{path} is a file, not a checkpoint folder")
+    text = str(spec)
+    if not looks_like_hub_id(text):
+        raise error(f"{text}: no such checkpoint folder (and not a hub id of the form org/name)")
+    return text
+
+
 def converted_folder(repo_id: str, bits: int) -> Path:
     """The cache folder of ``repo_id`` converted at ``bits``."""
     return cache_root() / "converted" / f"{repo_id.replace('/', '--')}-{bits}bit"
@@ -71,14 +85,10 @@ def resolve_model(spec: str | Path, bits: int = 4, progress: Progress | None = N
     """A loadable folder for ``spec`` (folder or hub id), converting a hub original once at ``bits``."""
     if bits not in BITS_CHOICES:
         raise InputError(f"--bits must be one of {BITS_CHOICES}, not {bits}")
-    path = Path(spec).expanduser()
-    if path.is_dir():
-        return path
-    if path.exists():
-        raise InputError(f"{path} is a file, not a checkpoint folder")
-    text = str(spec)
-    if not looks_like_hub_id(text):
-        raise InputError(f"{text}: no such checkpoint folder (and not a hub id of the form org/name)")
+    found = folder_or_hub_id(spec, InputError)
+    if isinstance(found, Path):
+        return found
+    text = found
     cached = converted_folder(text, bits)
     if (cached / "config.json").is_file():
         return cached

@@ -16,7 +16,7 @@ from mlx.utils import tree_flatten, tree_unflatten
 from .config import ModelConfig
 from .errors import InputError, ModelLoadError
 from .generation.sampling import GenerationDefaults
-from .hub import download, looks_like_hub_id
+from .hub import download, folder_or_hub_id
 from .jsonfile import read_json_object
 from .model.drafter import Drafter, check_compatible, drafter_config
 from .model.gemma4 import Gemma4Model
@@ -29,15 +29,8 @@ DTYPES = {"float32": mx.float32, "bfloat16": mx.bfloat16, "float16": mx.float16}
 
 def resolve_path(path_or_repo: str | Path) -> Path:
     """A local folder as is; otherwise a hub id fetched with huggingface-hub (HF_HUB_OFFLINE respected)."""
-    p = Path(path_or_repo).expanduser()
-    if p.is_dir():
-        return p
-    if p.exists():
-        raise ModelLoadError(f"{p} is a file, not a checkpoint folder")
-    text = str(path_or_repo)
-    if not looks_like_hub_id(text):
-        raise ModelLoadError(f"{text}: no such checkpoint folder")
-    return download(text)
+    found = folder_or_hub_id(path_or_repo, ModelLoadError)
+    return found if isinstance(found, Path) else download(found)
 
 
 def read_config(folder: Path) -> dict[str, Any]:
