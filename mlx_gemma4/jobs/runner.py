@@ -221,8 +221,8 @@ _LIMITS = Limits(max_tokens_cap=1 << 30, timeout_s=None)
 
 def run_job(model, processor, items: Sequence[Item], sink, opts: JobOptions, *,
             on_row: Callable[[dict], None] | None = None, should_stop: Callable[[], bool] | None = None) -> JobSummary:
-    """Caption every item not already in ``sink``; returns the run's summary. ``should_stop`` is checked
-    between decode steps: once it is True no item starts, and the items in flight are finished."""
+    """Caption every item not already in ``sink``; returns the run's summary. ``should_stop`` is polled while
+    rows decode (every 50 ms or row): once it is True no item starts, and the items in flight are finished."""
     job = _Job(sink, on_row)
     todo = [it for it in items if it.file_name not in sink.done]
     s = job.summary
