@@ -12,13 +12,13 @@ import pytest
 from starlette.testclient import TestClient
 
 from mlx_gemma4 import generate, load
+from mlx_gemma4.batching.engine import Busy, Engine
+from mlx_gemma4.batching.rows import Delta, Done, Failed, Row
 from mlx_gemma4.server.app import ServerConfig, create_app
-from mlx_gemma4.server.engine import Busy, Engine
-from mlx_gemma4.server.errors import APIError
+from mlx_gemma4.server.errors import APIError, as_api_error
 from mlx_gemma4.server.jobs import Limits, encode_chat, make_job
 from mlx_gemma4.server.parsing import JSON_HINT, extract_json, parse_chat, parse_completion
 from mlx_gemma4.server.responses import chat_completion
-from mlx_gemma4.server.rows import Delta, Done, Failed, Row
 from tests.server_helpers import small_vocab_checkpoint
 
 B64 = base64.b64encode(b"\x89PNG fake").decode()
@@ -261,7 +261,7 @@ def test_request_timeout_ends_the_row_with_504(engine, reference):
                   temperature=0)
     assert run["done"].wait(60)
     failed = run["events"][-1]
-    assert isinstance(failed, Failed) and failed.error.status == 504
+    assert isinstance(failed, Failed) and as_api_error(failed.error).status == 504
     ok = _submit(engine, reference, [{"role": "user", "content": "hi"}], 3, temperature=0)
     assert ok["done"].wait(60) and isinstance(ok["events"][-1], Done)  # the slot was freed
     assert engine.pending == 0

@@ -1,14 +1,23 @@
-"""The batch loop of ``caption``: preprocess ahead in threads, decode in batches, write each row when done.
+"""The loop of ``caption``: preprocess ahead in threads, decode with continuous batching, write each row when done.
 
 Each item is preprocessed on its own (a thread pool; processing is numpy/Pillow/soundfile only), so a
-corrupt file becomes an error row before it can reach a batch; the next items are preprocessed while
-the model decodes the current batch. A batch that still fails is retried item by item, so one bad item
-never costs the others their captions.
+corrupt file becomes an error row before it reaches the model, and the next items are preprocessed
+while the model decodes. Decoding is the library's continuous-batching engine
+(``mlx_gemma4.batching``) with ``batch_size`` rows: a row that finishes leaves the batch and the next
+preprocessed item takes its slot, so a batch never waits for its longest caption. Each item is
+prefilled on its own before it joins, so a bad item fails alone (an error row) and never costs the
+others their captions.
+
+Prompt sharing: the prompt cache keeps the KV of a prefix common to every item only where the layout
+allows one. The media come before the instruction in the user turn (the model card's order), so
+without ``--system`` only the few tokens before the user turn are shared (too few to be worth a
+snapshot); with ``--system`` the whole system turn is prefilled once and reused by every item.
 """
 
 from __future__ import annotations
 
 import os
+import queue
 import time
 from collections import deque
 from collections.abc import Callable, Iterator, Sequence
@@ -16,6 +25,9 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
+from ..batching.engine import Engine
+from ..batching.job import Limits, encoded_arrays, make_job
+from ..batching.rows import Done, Failed
 from ..errors import Gemma4Error
 from ..generation.request import GenerationRequest
 from .inputs import Item
@@ -49,6 +61,7 @@ class JobSummary:
     done: int = 0
     failed: int = 0
     generation_tokens: int = 0
+    cached_tokens: int = 0  # prompt tokens taken from the prompt cache (the shared --system turn)
     seconds: float = 0.0
     batch_size: int = 0
     interrupted: bool = False
@@ -89,8 +102,8 @@ def error_row(item: Item, err: BaseException, seconds: float) -> dict[str, Any]:
 
 
 def stream_texts(model, processor, inputs: Sequence[Any], request: GenerationRequest) -> Iterator[tuple]:
-    """Decode preprocessed inputs together; yields ``(index, answer text, stats, seconds)`` as each row
-    finishes (``seconds`` runs from the batch's start to that row's last token)."""
+    """Decode preprocessed inputs as one fixed batch (transcribe's blocks); yields ``(index, answer text,
+    stats, seconds)`` as each row finishes (``seconds`` runs from the batch's start to that row's last token)."""
     from ..generation import stream_batch
 
     start = time.perf_counter()
@@ -102,19 +115,11 @@ def stream_texts(model, processor, inputs: Sequence[Any], request: GenerationReq
             yield r, "".join(texts[r]), chunk.stats, round(time.perf_counter() - start, 3)
 
 
-def stream_rows(model, processor, batch: Sequence[tuple[Item, Any]], request: GenerationRequest) -> Iterator[tuple]:
-    """Caption rows of a batch of preprocessed items, as ``(index, row)`` in the order they finish."""
-    for r, text, st, seconds in stream_texts(model, processor, [inp for _, inp in batch], request):
-        yield r, {"file_name": batch[r][0].file_name, "caption": text.strip(), "prompt_tokens": st.prompt_tokens,
-                  "generation_tokens": st.generation_tokens, "seconds": seconds,
-                  "finish_reason": st.finish_reason, "error": None}
-
-
 class _Job:
     """State of one run: the sink, the counts, the callbacks."""
 
-    def __init__(self, model, processor, sink, opts: JobOptions, on_row: Callable[[dict], None] | None):
-        self.model, self.processor, self.sink, self.opts = model, processor, sink, opts
+    def __init__(self, sink, on_row: Callable[[dict], None] | None):
+        self.sink = sink
         self.on_row = on_row or (lambda row: None)
         self.summary = JobSummary()
 
@@ -127,22 +132,6 @@ class _Job:
             self.summary.failed += 1
         self.on_row(row)
 
-    def decode(self, batch: list[tuple[Item, Any]]) -> None:
-        """Decode ``batch``; if it fails as a whole, each item alone (so only the culprit gets an error row)."""
-        start = time.perf_counter()
-        written: set[int] = set()
-        try:
-            for r, row in stream_rows(self.model, self.processor, batch, self.opts.request):
-                self.emit(row)  # at once: a row never waits for the batch's longest caption to be saved
-                written.add(r)
-        except Exception as e:  # noqa: BLE001 - recorded in the rows below, never dropped
-            rest = [one for r, one in enumerate(batch) if r not in written]
-            if len(batch) == 1:
-                self.emit(error_row(batch[0][0], e, time.perf_counter() - start))
-                return
-            for one in rest:
-                self.decode([one])
-
 
 def _prepared(item: Item, fut: Future, job: _Job) -> Any | None:
     """The preprocessed input of ``item``, or None after writing its error row."""
@@ -154,37 +143,124 @@ def _prepared(item: Item, fut: Future, job: _Job) -> Any | None:
         return None
 
 
+def caption_row(item: Item, done: Done, seconds: float) -> dict[str, Any]:
+    """The row of a captioned item."""
+    st = done.stats
+    return {"file_name": item.file_name, "caption": done.answer.strip(), "prompt_tokens": done.prompt_tokens,
+            "generation_tokens": st.generation_tokens, "seconds": round(seconds, 3),
+            "finish_reason": st.finish_reason, "error": None}
+
+
+PROMPT_CACHE_BYTES = 256 << 20  # holds the --system prefix (the only snapshot caption jobs keep)
+
+
+class _Decoding:
+    """Items handed to the engine and not finished yet; their end events arrive through one queue."""
+
+    def __init__(self, model, processor, request: GenerationRequest, batch_size: int):
+        self.model, self.tokenizer, self.request = model, processor.tokenizer, request
+        self.engine = Engine.for_model(model, processor, max_concurrency=batch_size, max_queue=batch_size,
+                                       prompt_cache_bytes=PROMPT_CACHE_BYTES)
+        # One item more than the batch holds waits in the engine, so a freed slot is refilled at once.
+        self.capacity = batch_size + 1
+        self.events: queue.Queue = queue.Queue()
+        self.flying: dict[int, tuple[Item, float]] = {}  # id → (item, submitted at)
+        self._next_id = 0
+
+    def __len__(self) -> int:
+        return len(self.flying)
+
+    @property
+    def full(self) -> bool:
+        return len(self.flying) >= self.capacity
+
+    def start(self) -> None:
+        self.engine.start()
+        self.engine.ready.wait()
+        if self.engine.load_error is not None:
+            raise self.engine.load_error
+
+    def submit(self, item: Item, enc, job: _Job) -> None:
+        """Hand one preprocessed item to the engine (an error row if its settings or length are refused)."""
+        jid, self._next_id = self._next_id, self._next_id + 1
+
+        def emit(event) -> None:  # on the model thread: only the end of the item matters here
+            if isinstance(event, (Done, Failed)):
+                self.events.put((jid, event))
+
+        start = time.perf_counter()
+        try:
+            ids, arrays = encoded_arrays(enc)
+            engine_job = make_job(self.model, self.tokenizer, ids, arrays, self.request, _LIMITS, emit,
+                                  unique_media=True)
+        except Gemma4Error as e:
+            job.emit(error_row(item, e, time.perf_counter() - start))
+            return
+        self.flying[jid] = (item, start)
+        self.engine.submit(engine_job)
+
+    def finish_one(self, job: _Job, timeout: float) -> None:
+        """Write the row of the next item that ends within ``timeout`` seconds (if any)."""
+        try:
+            jid, event = self.events.get(timeout=timeout)
+        except queue.Empty:
+            if not self.engine.running:
+                raise RuntimeError("the model thread ended with items still in flight") from None
+            return
+        item, start = self.flying.pop(jid)
+        seconds = time.perf_counter() - start
+        if isinstance(event, Done):
+            job.summary.cached_tokens += event.cached_tokens
+        job.emit(caption_row(item, event, seconds) if isinstance(event, Done) else
+                 error_row(item, event.error, seconds))
+
+
+# Caption jobs run to their own max_tokens: no server-style cap, no timeout.
+_LIMITS = Limits(max_tokens_cap=1 << 30, timeout_s=None)
+
+
 def run_job(model, processor, items: Sequence[Item], sink, opts: JobOptions, *,
             on_row: Callable[[dict], None] | None = None, should_stop: Callable[[], bool] | None = None) -> JobSummary:
-    """Caption every item not already in ``sink``; returns the run's summary. ``should_stop`` is checked
-    between batches (Ctrl-C finishes the items in flight)."""
-    job = _Job(model, processor, sink, opts, on_row)
+    """Caption every item not already in ``sink``; returns the run's summary. ``should_stop`` is polled while
+    rows decode (every 50 ms or row): once it is True no item starts, and the items in flight are finished."""
+    job = _Job(sink, on_row)
     todo = [it for it in items if it.file_name not in sink.done]
     s = job.summary
     s.total, s.skipped = len(items), len(items) - len(todo)
     s.batch_size = opts.batch_size or (default_batch_size(model, opts) if todo else 1)
     start = time.perf_counter()
+    if not todo:
+        s.seconds = time.perf_counter() - start
+        return s
     pending: deque[tuple[Item, Future]] = deque()
-    queue = iter(todo)
-    with ThreadPoolExecutor(max_workers=max(1, opts.workers), thread_name_prefix="preprocess") as pool:
+    source = iter(todo)
+    decoding = _Decoding(model, processor, opts.request, s.batch_size)
+    try:
+        decoding.start()
+        with ThreadPoolExecutor(max_workers=max(1, opts.workers), thread_name_prefix="preprocess") as pool:
 
-        def top_up() -> None:  # keep two batches' worth of items preprocessing ahead of the model
-            while len(pending) < 2 * s.batch_size and (item := next(queue, None)) is not None:
-                pending.append((item, pool.submit(preprocess, processor, item, opts)))
+            def top_up() -> None:  # keep two batches' worth of items preprocessing ahead of the model
+                while len(pending) < 2 * s.batch_size and (item := next(source, None)) is not None:
+                    pending.append((item, pool.submit(preprocess, processor, item, opts)))
 
-        top_up()
-        while pending and not (should_stop and should_stop()):
-            batch = []
-            while pending and len(batch) < s.batch_size:
-                item, fut = pending.popleft()
-                top_up()
-                if (inp := _prepared(item, fut, job)) is not None:
-                    batch.append((item, inp))
-            if batch:
-                job.decode(batch)
-        s.interrupted = bool(pending)
-        for _, fut in pending:
-            fut.cancel()
+            top_up()
+            stopping = False
+            while (pending and not stopping) or decoding:
+                stopping = stopping or bool(should_stop and should_stop())
+                # Start the next items in order while there is room; wait on a preprocessing thread
+                # only when nothing is decoding (else rows that end meanwhile would wait to be written).
+                while not stopping and pending and not decoding.full and (pending[0][1].done() or not decoding):
+                    item, fut = pending.popleft()
+                    top_up()
+                    if (enc := _prepared(item, fut, job)) is not None:
+                        decoding.submit(item, enc, job)
+                if decoding:
+                    decoding.finish_one(job, timeout=0.05)
+            s.interrupted = bool(pending)
+            for _, fut in pending:
+                fut.cancel()
+    finally:
+        decoding.engine.stop()
     s.seconds = time.perf_counter() - start
     return s
 

@@ -46,7 +46,11 @@ def rope_periods(head_dim: int, params: dict) -> tuple[float | None, mx.array | 
     exponents = mx.arange(0, 2 * angles, 2, dtype=mx.float32) / head_dim
     rotated = factor * mx.power(mx.array(theta, dtype=mx.float32), exponents)
     still = mx.full((head_dim // 2 - angles,), mx.inf, dtype=mx.float32)
-    return None, mx.concatenate([rotated, still])
+    periods = mx.concatenate([rotated, still])
+    # Evaluated now: a lazy constant stays tied to the stream of the thread that built the model, and MLX
+    # cannot evaluate it on another one (a model loaded on the main thread, run by the engine's model thread).
+    mx.eval(periods)
+    return None, periods
 
 
 class Rope:

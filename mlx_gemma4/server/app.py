@@ -23,12 +23,12 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
-from .engine import Busy, Engine
+from ..batching.engine import Busy, Engine
+from ..batching.rows import Delta, Done, Failed
 from .errors import APIError, as_api_error, bad_request
 from .jobs import Limits, encode_chat, encode_text, make_job
 from .parsing import Settings, extract_json, parse_chat, parse_completion
 from .responses import ChunkWriter, chat_completion, new_id, sse, text_completion
-from .rows import Delta, Done, Failed
 
 log = logging.getLogger("mlx_gemma4.server")
 

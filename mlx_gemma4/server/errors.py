@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from ..batching.job import JobTimeout
 from ..errors import Gemma4Error, InputError
 
 _TYPES = {400: "invalid_request_error", 401: "authentication_error", 404: "not_found_error",
@@ -37,6 +38,8 @@ def as_api_error(exc: BaseException) -> APIError:
         return exc
     if isinstance(exc, InputError):
         return bad_request(str(exc))
+    if isinstance(exc, JobTimeout):
+        return APIError(504, "the request timed out", code="timeout")
     if isinstance(exc, Gemma4Error):
         return APIError(500, str(exc), code="model_error")
     return APIError(500, f"internal server error ({type(exc).__name__}); see the server log", code="internal_error")

@@ -6,7 +6,7 @@ import json
 import time
 import uuid
 
-from .rows import Delta, Done
+from ..batching.rows import Delta, Done
 
 
 def new_id(prefix: str) -> str:

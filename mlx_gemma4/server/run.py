@@ -5,9 +5,9 @@ from __future__ import annotations
 import asyncio
 import logging
 
+from ..batching.engine import Engine
 from ..errors import InputError
 from .app import ServerConfig, create_app
-from .engine import Engine
 
 log = logging.getLogger("mlx_gemma4.server")
 LOCAL_HOSTS = ("127.0.0.1", "localhost", "::1")

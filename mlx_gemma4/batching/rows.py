@@ -1,4 +1,4 @@
-"""One request inside the decode batch: its sampler and random key, the library's ``RowDecoder`` (text
+"""One job inside the decode batch: its sampler and random key, the library's ``RowDecoder`` (text
 stream, stop rules, token limit), and the events it sends back."""
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from ..generation.decode import RowDecoder
 from ..generation.sampling import apply_processors, filtered_logprobs, make_processors
 from ..generation.stats import GenerationStats, Timer
 from ..generation.textstream import ANSWER
-from .errors import APIError
+from .job import JobTimeout
 
 
 @dataclass
@@ -24,7 +24,8 @@ class Delta:
 
 @dataclass
 class Done:
-    """The end of a generation: counts, why it ended, the generated ids (stop token excluded), the texts."""
+    """The end of a generation: counts, why it ended, the generated ids (stop token excluded), the texts,
+    and the library's statistics (``stats.finish_reason`` tells "length" from "context")."""
 
     prompt_tokens: int
     completion_tokens: int
@@ -33,6 +34,7 @@ class Done:
     token_ids: list[int] = field(default_factory=list)
     answer: str = ""
     thinking: str = ""
+    stats: GenerationStats | None = None
 
 
 @dataclass
@@ -67,10 +69,16 @@ class Row:
 
     def sample(self, logits: mx.array) -> mx.array:
         """One row of logits (1, V) → its token (1,), with this row's settings and random key."""
-        params = self.job.params
+        params, user_procs = self.job.params, self.job.request.logits_processors
         if self.procs is None:
             self.procs = make_processors(params, logits.shape[-1])
-        logits = apply_processors(self.procs, None, logits)
+        history = None
+        if user_procs or params.repetition_penalty != 1.0:  # the row's tokens so far, prompt included
+            history = mx.array(self.prompt_ids + self.decoder.tokens, dtype=mx.int32)
+        window = history[None, -params.repetition_context :] if params.repetition_penalty != 1.0 else None
+        logits = apply_processors(self.procs, window, logits)
+        for p in user_procs:  # mlx-lm style: (1-D history, logits (1, V))
+            logits = p(history, logits)
         if params.greedy:
             return mx.argmax(logits, axis=-1).astype(mx.int32)
         lp = filtered_logprobs(logits, params)
@@ -95,7 +103,7 @@ class Row:
         if self.job.cancelled.is_set():
             self.done, self.finish_reason = True, "cancelled"
         elif self.job.deadline is not None and now > self.job.deadline:
-            self.fail(APIError(504, "the request timed out", code="timeout"))
+            self.fail(JobTimeout("the request timed out"))
 
     def fail(self, error: BaseException) -> None:
         """End the row with an error event."""
@@ -112,4 +120,4 @@ class Row:
         ids = d.tokens[:-1] if d.tokens and d.tokens[-1] in self.job.stop_ids else list(d.tokens)
         reason = "stop" if self.finish_reason == "stop" else "length"
         self.job.emit(Done(len(self.prompt_ids), len(d.tokens), self.cached, reason, ids, d.text.answer,
-                           d.text.thinking))
+                           d.text.thinking, d.stats))

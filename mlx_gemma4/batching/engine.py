@@ -1,11 +1,12 @@
-"""The model thread: one thread owns the model and every MLX array, and batches requests continuously.
+"""The model thread: one thread owns the model and every MLX array, and batches jobs continuously.
 
-Handlers (any thread) ``submit`` a ``Job``; the thread drains the queue between decode steps. A new
-job is prefilled on its own (resuming from the prompt cache when its prompt starts with a stored
-snapshot), samples its first token, then joins the running decode batch (``BatchCache.extend``);
-every step decodes one token for all rows; finished, cancelled or timed-out rows leave the batch at
-once, freeing their slot for the next waiting job. Results go back through ``job.emit`` (called on
-the model thread; the caller makes it thread-safe, e.g. ``loop.call_soon_threadsafe``).
+Callers (any thread: the server's handlers, the caption runner) ``submit`` a ``Job``; the thread
+drains the queue between decode steps. A new job is prefilled on its own (resuming from the prompt
+cache when its prompt starts with a stored snapshot), samples its first token, then joins the running
+decode batch (``BatchCache.extend``); every step decodes one token for all rows; finished, cancelled
+or timed-out rows leave the batch at once, freeing their slot for the next waiting job. Results go
+back through ``job.emit`` (called on the model thread; the caller makes it thread-safe, e.g.
+``loop.call_soon_threadsafe`` or a queue).
 """
 
 from __future__ import annotations
@@ -27,16 +28,16 @@ from ..generation.request import DEFAULT_CHUNK
 from ..model.cache import make_cache
 from ..processing.prompt import token_id
 from .batch_cache import BatchCache, restore, temporal_kv
-from .jobs import Job
+from .job import Job
 from .prompt_cache import PromptCache, media_digest
 from .rows import Failed, Row
 
-log = logging.getLogger("mlx_gemma4.server")
+log = logging.getLogger("mlx_gemma4.server")  # the server shows it; other users log nothing
 _MIN_SNAPSHOT = 8  # tokens; shorter shared prefixes are not worth a snapshot
 
 
 class Busy(Exception):
-    """Too many requests are queued."""
+    """Too many jobs are queued."""
 
 
 class Engine:
@@ -58,6 +59,11 @@ class Engine:
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="gemma4-model", daemon=True)
 
+    @classmethod
+    def for_model(cls, model, processor, **options) -> Engine:
+        """An engine over an already-loaded model and processor (nothing is loaded again)."""
+        return cls(lambda: (model, processor), **options)
+
     # -- any thread -------------------------------------------------------------------------------
 
     def start(self) -> Engine:
@@ -75,6 +81,11 @@ class Engine:
     def loaded(self) -> bool:
         """Whether the model is ready to serve."""
         return self.ready.is_set() and self.load_error is None
+
+    @property
+    def running(self) -> bool:
+        """Whether the model thread is alive (it ends on ``stop`` or a failed load)."""
+        return self._thread.is_alive()
 
     @property
     def pending(self) -> int:
@@ -95,7 +106,7 @@ class Engine:
         try:
             self.model, self.processor = self._load_fn()
             if self.processor is None:
-                raise ModelLoadError("the server needs a checkpoint with its tokenizer files (tokenizer.json, …)")
+                raise ModelLoadError("the engine needs a checkpoint with its tokenizer files (tokenizer.json, …)")
             self.tokenizer = self.processor.tokenizer
         except BaseException as e:  # reported through load_error; the server shows it and exits
             self.load_error = e
@@ -126,7 +137,8 @@ class Engine:
             if rows:
                 try:
                     self._step(rows, batch)
-                except Exception as e:  # a failed step poisons the whole batch: fail every row in it
+                except Exception as e:  # a failed step poisons the whole batch: fail every row in it (a bad
+                # input fails in its own prefill, before it joins, so this is a bug or out of memory)
                     log.exception("decode step failed")
                     for r in rows:
                         r.fail(e)
@@ -177,9 +189,9 @@ class Engine:
             row, cache = self._prefill(job)
         except Exception as e:
             if isinstance(e, Gemma4Error):
-                log.info("request failed before decoding: %s", e)
-            else:  # a bug: the client gets a short message, the log gets the traceback
-                log.exception("request failed before decoding")
+                log.info("job failed before decoding: %s", e)
+            else:  # a bug: the caller gets the error, the log gets the traceback
+                log.exception("job failed before decoding")
             job.emit(Failed(e))
             self._finished()
             return None
@@ -202,7 +214,11 @@ class Engine:
         embeds = model.embed_inputs(ids, **job.arrays)
         # Snapshots where the last two turns start: the shared history (system prompt, earlier turns) and
         # the conversation before the generation prompt (which a follow-up turn starts with).
-        for cut in _snapshot_points(flat, self._sot_id(), start) if cacheable else ():
+        points = _snapshot_points(flat, self._sot_id(), start) if cacheable else []
+        if job.unique_media:  # a snapshot holding this job's media would never be reused
+            first_media = next((i for i, t in enumerate(flat) if t in (cfg.boi_token_id, cfg.boa_token_id)), len(flat))
+            points = [p for p in points if p <= first_media]
+        for cut in points:
             prefill(model, ids[:, start:cut], embeds[:, start:cut], cache, self.prefill_chunk)
             self.prompt_cache.store(flat[:cut], digest(cut), [(k + 0, v + 0) for k, v in map(temporal_kv, cache)])
             start = cut

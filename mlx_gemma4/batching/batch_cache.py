@@ -10,7 +10,7 @@ Per layer a cache is either full (mlx-lm ``KVCache``: keys ``[..., :offset, :]``
 ``ordered`` / ``set_ordered``). Joining and compacting rebuild every layer in temporal
 order: a full layer keeps all ``offset`` columns, a sliding layer its last ``min(offset, window)``.
 That state is exactly what the caches themselves reach by plain appends, so their own update logic
-carries on from it. Quantized caches are not supported here (the server uses plain caches).
+carries on from it. Quantized caches are not supported here (the engine uses plain caches).
 """
 
 from __future__ import annotations
