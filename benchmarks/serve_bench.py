@@ -2,6 +2,8 @@
 
 Run from the repository root (starts its own server on a free loopback port):
     python -m benchmarks.serve_bench --model /tmp/g4-tiny [--clients 1 4 16] [--requests 2] [--max-tokens 32]
+    python -m benchmarks.serve_bench --url http://127.0.0.1:8081 --model-name M …   # a server already running
+                                                                                       # (mlx-vlm's, for a comparison)
 Each level runs ``clients`` concurrent streaming clients, each sending ``requests`` requests one after
 another (distinct prompts, so the prompt cache does not serve them). TTFT is measured at the client:
 request sent → first streamed chunk with text. Throughput = completion tokens of all requests / wall time.
@@ -23,10 +25,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from tests.server_helpers import ServerProcess  # noqa: E402
 
 
-async def _one(client: httpx.AsyncClient, base: str, prompt: str, max_tokens: int) -> tuple[float, float, int]:
+async def _one(client: httpx.AsyncClient, base: str, prompt: str, max_tokens: int,
+               model: str | None) -> tuple[float, float, int]:
     """(TTFT, total seconds, completion tokens) of one streamed request."""
     body = {"messages": [{"role": "user", "content": prompt}], "max_tokens": max_tokens, "temperature": 0,
-            "stream": True, "stream_options": {"include_usage": True}}
+            "stream": True, "stream_options": {"include_usage": True}, **({"model": model} if model else {})}
     start = time.perf_counter()
     ttft, tokens = None, 0
     async with client.stream("POST", f"{base}/v1/chat/completions", json=body) as r:
@@ -43,17 +46,19 @@ async def _one(client: httpx.AsyncClient, base: str, prompt: str, max_tokens: in
     return (ttft if ttft is not None else total), total, tokens
 
 
-async def _level(base: str, clients: int, requests: int, max_tokens: int, words: int, tag: str) -> dict:
+async def _level(base: str, clients: int, requests: int, max_tokens: int, words: int, tag: str,
+                 model: str | None = None) -> dict:
     """One concurrency level → its figures."""
     async def client_loop(c: int, http: httpx.AsyncClient) -> list:
         out = []
         for r in range(requests):
             prompt = f"{tag} client {c} request {r} : " + "describe the world in detail " * (words // 5)
-            out.append(await _one(http, base, prompt, max_tokens))
+            out.append(await _one(http, base, prompt, max_tokens, model))
         return out
 
     limits = httpx.Limits(max_connections=clients + 4)
-    async with httpx.AsyncClient(timeout=600, limits=limits) as http:
+    # No read timeout: on a slow CPU a queued request's first byte may wait for many other prefills.
+    async with httpx.AsyncClient(timeout=httpx.Timeout(60, read=None), limits=limits) as http:
         start = time.perf_counter()
         results = [x for xs in await asyncio.gather(*(client_loop(c, http) for c in range(clients))) for x in xs]
         wall = time.perf_counter() - start
@@ -67,29 +72,40 @@ async def _level(base: str, clients: int, requests: int, max_tokens: int, words:
 def main() -> None:
     """Start a server, run the levels, print a markdown table and the JSON records."""
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--model", required=True, help="checkpoint folder (e.g. made with gemma4 synth)")
+    ap.add_argument("--model", help="checkpoint folder (e.g. made with gemma4 synth): start gemma4 serve on it")
+    ap.add_argument("--url", help="instead: the base URL of a server already running (e.g. mlx-vlm's)")
+    ap.add_argument("--model-name", help="the request's model field (some servers need it)")
     ap.add_argument("--clients", type=int, nargs="+", default=[1, 4, 16])
     ap.add_argument("--requests", type=int, default=2, help="requests per client, one after another")
     ap.add_argument("--max-tokens", type=int, default=32)
     ap.add_argument("--prompt-words", type=int, default=60)
     ap.add_argument("--max-concurrency", type=int, default=16)
     args = ap.parse_args()
-    srv = ServerProcess(Path(args.model), "--max-concurrency", str(args.max_concurrency), "--prompt-cache-mb", "0")
+    if (args.model is None) == (args.url is None):
+        ap.error("give either --model (start our server) or --url (measure a running one)")
+    srv = None
+    if args.model:
+        srv = ServerProcess(Path(args.model), "--max-concurrency", str(args.max_concurrency), "--prompt-cache-mb", "0")
+    base = args.url.rstrip('/') if args.url else srv.base
     try:
-        srv.wait_ready(600)
-        asyncio.run(_level(srv.base, 1, 1, 4, 10, "warm-up"))
-        rows = [asyncio.run(_level(srv.base, c, args.requests, args.max_tokens, args.prompt_words, f"level {c}"))
-                for c in args.clients]
+        if srv:
+            srv.wait_ready(600)
+        asyncio.run(_level(base, 1, 1, 4, 10, "warm-up", args.model_name))
+        rows = []
+        for c in args.clients:  # each level's record as soon as it is measured (a long run may be cut short)
+            rows.append(asyncio.run(_level(base, c, args.requests, args.max_tokens, args.prompt_words, f"level {c}",
+                                           args.model_name)))
+            print(json.dumps(rows[-1]), flush=True)
     finally:
-        srv.stop()
-    print(f"model {args.model}; {args.requests} request(s) per client, max_tokens {args.max_tokens}, greedy")
+        if srv:
+            srv.stop()
+    print(f"{args.model or args.url}; {args.requests} request(s) per client, max_tokens {args.max_tokens}, greedy")
     print("| clients | requests | generated tok/s | x 1 client | TTFT p50 (s) | TTFT p95 (s) | wall (s) |")
     print("| ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
-    base = rows[0]["tok_per_s"]
+    single = rows[0]["tok_per_s"]
     for r in rows:
-        print(f"| {r['clients']} | {r['requests']} | {r['tok_per_s']:.1f} | {r['tok_per_s'] / base:.2f} | "
+        print(f"| {r['clients']} | {r['requests']} | {r['tok_per_s']:.1f} | {r['tok_per_s'] / single:.2f} | "
               f"{r['ttft_p50_s']:.3f} | {r['ttft_p95_s']:.3f} | {r['wall_s']:.2f} |")
-    print(json.dumps(rows))
 
 
 if __name__ == "__main__":
