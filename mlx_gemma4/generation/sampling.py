@@ -156,7 +156,14 @@ def make_processors(params: SamplingParams, vocab_size: int) -> list[Callable[[m
     if params.suppress_tokens:
         bias = mx.zeros((vocab_size,), dtype=mx.float32)
         bias[mx.array(list(params.suppress_tokens))] = -mx.inf
-        procs.append(lambda _history, logits: logits + bias.astype(logits.dtype))
+        by_dtype = {mx.float32: bias}  # cast once per logits dtype, not once per token
+
+        def suppress(_history, logits):
+            if logits.dtype not in by_dtype:
+                by_dtype[logits.dtype] = bias.astype(logits.dtype)
+            return logits + by_dtype[logits.dtype]
+
+        procs.append(suppress)
     if params.repetition_penalty != 1.0:
         procs.append(_repetition_penalty(params.repetition_penalty, params.repetition_context))
     return procs
