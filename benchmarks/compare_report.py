@@ -8,7 +8,8 @@ from collections import defaultdict
 from pathlib import Path
 
 IMPL_NAMES = {"ours": "mlx-gemma4", "ours-bf16": "mlx-gemma4 (bf16 forced)", "vlm": "mlx-vlm", "lm": "mlx-lm"}
-METRICS = ("ttft_s", "prefill_tps", "decode_tps", "peak_memory_bytes", "cpu_ttft_s", "cpu_s_per_token")
+METRICS = ("ttft_s", "prefill_tps", "decode_tps", "peak_memory_bytes", "cpu_ttft_s", "cpu_s_per_token",
+           "weights_bytes")
 
 
 def medians(records: list[dict]) -> dict[tuple[str, str, str], dict[str, float]]:
@@ -29,6 +30,11 @@ def medians(records: list[dict]) -> dict[tuple[str, str, str], dict[str, float]]
 
 def _div(a: float | None, b: float | None) -> float | None:
     return a / b if a is not None and b else None
+
+
+def _above(m: dict) -> float | None:
+    """Peak memory above the weights (activations, KV cache, temporaries), when the record has the weights."""
+    return None if m.get("weights_bytes") is None else m["peak_memory_bytes"] - m["weights_bytes"]
 
 
 def _f(x: float | None, spec: str = ".2f") -> str:
@@ -56,6 +62,9 @@ def ratios(med: dict) -> list[dict]:
                 "prompt_tokens": [m["prompt_tokens"], p["prompt_tokens"]],  # differ: not the same work
                 "cpu_decode": _div(p["cpu_s_per_token"], m["cpu_s_per_token"]),  # > 1: less CPU work per token
                 "cpu_ttft": _div(m["cpu_ttft_s"], p["cpu_ttft_s"]),  # < 1: less CPU work to the first token
+                # The weights set a floor under the peak: their share of the peer's peak, and the peak above them.
+                "weights_share_of_peer_peak": _div(m["weights_bytes"], p["peak_memory_bytes"]),
+                "peak_above_weights": _div(_above(m), _above(p)),
             })
     return rows
 
@@ -91,25 +100,31 @@ def markdown(info: dict, settings: dict, log: list[str], med: dict, rat: list[di
         "media and is timed from outside each runtime in the same way.",
         f"Settings: {json.dumps(settings)}.", "",
         "## Medians", "",
-        "| case | kind | runtime | prompt tok | TTFT s | prefill tok/s | decode tok/s | peak MB |",
-        "| --- | --- | --- | --- | --- | --- | --- | --- |",
+        "| case | kind | runtime | prompt tok | TTFT s | prefill tok/s | decode tok/s | peak MB | weights MB |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     for (case, kind, impl), m in sorted(med.items()):
         lines.append(f"| {case} | {kind} | {IMPL_NAMES[impl]} | {m['prompt_tokens']} | {m['ttft_s']:.3f} | "
-                     f"{m['prefill_tps']:.1f} | {m['decode_tps']:.2f} | {m['peak_memory_bytes'] / 2**20:.0f} |")
+                     f"{m['prefill_tps']:.1f} | {m['decode_tps']:.2f} | {m['peak_memory_bytes'] / 2**20:.0f} | "
+                     f"{_f(m['weights_bytes'] and m['weights_bytes'] / 2**20, '.0f')} |")
     lines += ["", "## Ratios (mlx-gemma4 ÷ peer)", "",
               "decode and prefill: > 1 is faster; TTFT, ms/token and peak memory: < 1 is better.", "",
               "CPU columns: the same ratios from the CPU seconds each process used (all threads), which "
               "waiting for a core on the shared machine does not inflate.", "",
+              "Peak memory includes the weights; `peak above weights ×` compares what each runtime adds to "
+              "them (activations, KV cache, temporaries), and `our weights ÷ peer peak` is the floor under the peak "
+              "ratio: a runtime cannot peak below its own weights.", "",
               "| case | kind | ours | peer | prompt tokens | decode × | ms/token × | prefill × | TTFT × | peak × "
-              "| CPU decode × | CPU TTFT × | same greedy tokens |",
-              "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+              "| peak above weights × | our weights ÷ peer peak | CPU decode × | CPU TTFT × | same greedy tokens |",
+              "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     for r in rat:
         a, b = r["prompt_tokens"]
         lines.append(f"| {r['case']} | {r['kind']} | {IMPL_NAMES[r['impl']]} | {IMPL_NAMES[r['peer']]} | "
                      f"{a} vs {b}{'' if a == b else ' (not comparable)'} | {r['decode']:.2f} | "
                      f"{r['ms_per_token']:.2f} | {r['prefill']:.2f} | {r['ttft']:.2f} | "
-                     f"{r['peak']:.2f} | {_f(r.get('cpu_decode'))} | {_f(r.get('cpu_ttft'))} | "
+                     f"{r['peak']:.2f} | {_f(r.get('peak_above_weights'))} | "
+                     f"{_f(r.get('weights_share_of_peer_peak'))} | "
+                     f"{_f(r.get('cpu_decode'))} | {_f(r.get('cpu_ttft'))} | "
                      f"{'yes' if r['same_tokens'] else 'no'} |")
     if ext:
         lines += ["", "## 48 layers, extrapolated from 2 and 3 layers of the real sizes (text)", "",
