@@ -154,14 +154,12 @@ def make_processors(params: SamplingParams, vocab_size: int) -> list[Callable[[m
     """Logits processors (history, logits) → logits: token suppression, then the repetition penalty."""
     procs = []
     if params.suppress_tokens:
-        bias = mx.zeros((vocab_size,), dtype=mx.float32)
-        bias[mx.array(list(params.suppress_tokens))] = -mx.inf
-        by_dtype = {mx.float32: bias}  # cast once per logits dtype, not once per token
+        ids = mx.array(list(params.suppress_tokens), dtype=mx.int32)
 
         def suppress(_history, logits):
-            if logits.dtype not in by_dtype:
-                by_dtype[logits.dtype] = bias.astype(logits.dtype)
-            return logits + by_dtype[logits.dtype]
+            # -inf written at the few suppressed ids: no vocabulary-sized bias kept, cast or added per token.
+            where = mx.broadcast_to(ids, (*logits.shape[:-1], ids.size))
+            return mx.put_along_axis(logits, where, mx.array(-mx.inf, dtype=logits.dtype), axis=-1)
 
         procs.append(suppress)
     if params.repetition_penalty != 1.0:
