@@ -54,7 +54,18 @@ def _long(long: dict | None) -> str:
     return "; ".join(parts) or "not measured"
 
 
-def targets(data: dict, long: dict | None) -> list[tuple[str, str]]:
+def _mtp(mtp: dict | None) -> str:
+    if mtp is None:
+        return "not measured"
+    m, e = mtp["medians"], mtp["extrapolated_48"]
+    auto_rounds = m["auto"]["draft_tokens"] / mtp["k"]
+    return (f"{mtp['layers']}-layer target, k = {mtp['k']}: {m['on']['tokens_per_step']:.2f} tokens per target step, "
+            f"speedup {mtp['speedup_on']:.2f}× (on), {mtp['speedup_auto']:.2f}× (auto: drafted in ≈ {auto_rounds:.0f} "
+            f"of {m['auto']['target_steps']:.0f} steps); at 48 layers ≈ {e['speedup']:.2f}× (a (k + 1)-token verify "
+            f"costs {e['verify_cost_in_plain_steps']:.1f} plain steps on this CPU)")
+
+
+def targets(data: dict, long: dict | None, mtp: dict | None = None) -> list[tuple[str, str]]:
     """(target, measured) rows."""
     def r(case: str, kind: str, peer: str, field: str) -> str:
         """The wall-clock ratio, and the CPU-time one where the records have it."""
@@ -68,9 +79,21 @@ def targets(data: dict, long: dict | None) -> list[tuple[str, str]]:
             return wall
         return f"{wall} (CPU time {1 / cpu if invert else cpu:.2f}×)"
 
-    def both(bits: str, kind: str, peer: str, field: str) -> str:
+    def both(bits: str, kind: str, peer: str, field: str, big: str = "") -> str:
+        big = big or f"12b-L2-{bits}"
         return (f"tiny {r(f'tiny-{bits}', kind, peer, field)}, "
-                f"12B sizes (2 layers) {r(f'12b-L2-{bits}', kind, peer, field)}")
+                f"12B sizes (2 layers) {r(big, kind, peer, field)}")
+
+    def peak(case: str, kind: str) -> str:
+        """The peak ratio, what each side adds above its weights, and the floor the weights set."""
+        ratio = _ratio(data, case, kind, "vlm", "peak")
+        if ratio is None:
+            return "not measured"
+        above = _ratio(data, case, kind, "vlm", "peak_above_weights")
+        floor = _ratio(data, case, kind, "vlm", "weights_share_of_peer_peak")
+        if above is None or floor is None:
+            return _fmt(ratio)
+        return f"{ratio:.2f}× (above the weights {above:.2f}×; our weights alone are {floor:.2f}× its peak)"
 
     return [
         ("4-bit on the CPU: decode ≥ 5× mlx-vlm (float32 activations and scales by default)",
@@ -78,20 +101,28 @@ def targets(data: dict, long: dict | None) -> list[tuple[str, str]]:
         ("4-bit on the CPU: prefill ≥ 5× mlx-vlm", both("4bit", "text", "vlm", "prefill")),
         ("same dtype, same kernels: 4-bit forced to bfloat16 vs mlx-vlm (decode, ≈ 1.0 expected)",
          f"tiny {_fmt(_ratio(data, 'tiny-4bit', 'text', 'vlm', 'decode', 'ours-bf16'))}"),
-        ("decode ≥ 1.0× mlx-vlm, dense bfloat16", both("bf16", "text", "vlm", "decode")),
+        ("decode ≥ 1.0× mlx-vlm, dense bfloat16",
+         both("bf16", "text", "vlm", "decode") + f", 3 layers {r('12b-L3-bf16', 'text', 'vlm', 'decode')}"),
         ("time per token on the tiny model ≤ 1.0× mlx-lm's own loop",
          f"{r('tiny-bf16', 'text', 'lm', 'ms_per_token')} (bf16), "
          f"{r('tiny-4bit', 'text', 'lm', 'ms_per_token')} (4-bit)"),
         ("text prefill ≥ 1.0× mlx-vlm (last prompt token prefilled alone, as mlx-lm/mlx-vlm do)",
          both("bf16", "text", "vlm", "prefill")),
-        ("text time to first token vs mlx-vlm at 12B sizes, 2 layers (was 1.87× before the T−1 prefill)",
-         r("12b-L2-bf16", "text", "vlm", "ttft")),
-        ("image time to first token ≤ 0.9× mlx-vlm", both("bf16", "image", "vlm", "ttft")),
-        ("audio time to first token ≤ 0.9× mlx-vlm", f"tiny {r('tiny-bf16', 'audio', 'vlm', 'ttft')}"),
-        ("peak memory ≤ 0.95× mlx-vlm (short prompts)", both("bf16", "text", "vlm", "peak")),
+        ("text time to first token vs mlx-vlm", both("bf16", "text", "vlm", "ttft")),
+        ("image time to first token ≤ 0.9× mlx-vlm (280 soft tokens)",
+         both("bf16", "image", "vlm", "ttft", "12b-L2-bf16-media")),
+        ("audio time to first token ≤ 0.9× mlx-vlm (2 s)", both("bf16", "audio", "vlm", "ttft", "12b-L2-bf16-media")),
+        ("peak memory ≤ 0.95× mlx-vlm, text (short prompt)",
+         f"tiny {peak('tiny-bf16', 'text')}; 12B sizes (2 layers) {peak('12b-L2-bf16', 'text')}"),
+        ("peak memory ≤ 0.95× mlx-vlm, image / audio",
+         f"tiny image {peak('tiny-bf16', 'image')}, audio {peak('tiny-bf16', 'audio')}; 12B sizes (2 layers) "
+         f"image {peak('12b-L2-bf16-media', 'image')}, audio {peak('12b-L2-bf16-media', 'audio')}"),
+        ("peak memory, 4-bit (float32 scales: + 0.5 bit per weight)",
+         f"tiny {peak('tiny-4bit', 'text')}; 12B sizes (2 layers) {peak('12b-L2-4bit', 'text')}"),
         ("peak memory on long prompts (prefill chunk bounded by the attention-scores budget)", _long(long)),
         ("48 layers, bfloat16 (extrapolated from 2 and 3 layers)", _ext(data, "bf16")),
         ("48 layers, 4-bit (extrapolated from 2 and 3 layers)", _ext(data, "4bit")),
+        ("MTP speculative decoding, real drafter geometry, forced agreement (`results/mtp.md`)", _mtp(mtp)),
     ]
 
 
@@ -105,7 +136,19 @@ def _concurrent_note(data: dict) -> str:
             "each process got varied, and the CPU-time ratios are the better guide")
 
 
-def section(data: dict, long: dict | None) -> str:
+def _short(cmd: str) -> str:
+    """A recorded command without the interpreter's absolute path."""
+    first, _, rest = cmd.partition(" ")
+    return f"python {rest}" if first.endswith(("python", "python3")) else cmd
+
+
+def _commands(data: dict, mtp: dict | None) -> list[str]:
+    """The benchmark invocations behind the figures (the per-runtime worker commands are in compare.md)."""
+    runs = [c for c in data["commands"] if " -m benchmarks.compare" in c]
+    return runs + ([mtp["command"]] if mtp else [])
+
+
+def section(data: dict, long: dict | None, mtp: dict | None = None) -> str:
     """The markdown between the markers."""
     m = data["machine"]
     lines = [
@@ -121,7 +164,8 @@ def section(data: dict, long: dict | None) -> str:
         "not inflate) follow in parentheses. Ratios are mlx-gemma4 ÷ mlx-vlm (or mlx-lm): for speeds > 1 is "
         "faster, for times and memory < 1 is better.", "",
         "| target | measured |", "| --- | --- |",
-        *[f"| {t} | {v} |" for t, v in targets(data, long)], "",
+        *[f"| {t} | {v} |" for t, v in targets(data, long, mtp)], "",
+        "Commands: " + "; ".join(f"`{_short(c)}`" for c in _commands(data, mtp)) + ".", "",
         "Full tables, commands and raw records: [`benchmarks/results/compare.md`](benchmarks/results/compare.md), "
         "`compare.json`" + (", [`long_prompt/compare.md`](benchmarks/results/long_prompt/compare.md)" if long else "")
         + ". No GPU machine was lent for these runs: the figures are MLX's CPU backend only.", "",
@@ -135,8 +179,10 @@ def main() -> None:
     data = json.loads((HERE / "results" / "compare.json").read_text())
     long_path = HERE / "results" / "long_prompt" / "compare.json"
     long = json.loads(long_path.read_text()) if long_path.is_file() else None
+    mtp_path = HERE / "results" / "mtp.json"
+    mtp = json.loads(mtp_path.read_text()) if mtp_path.is_file() else None
     text = README.read_text()
-    new = section(data, long)
+    new = section(data, long, mtp)
     if BEGIN in text:
         text = text[: text.index(BEGIN)] + new + text[text.index(END) + len(END):]
     else:
