@@ -38,7 +38,11 @@ def _ext(data: dict, bits: str) -> str:
         return "not measured"
     o, v = rows["ours"], rows["vlm"]
     od, vd = o["decode_s_per_token_48"], v["decode_s_per_token_48"]
-    return f"decode {vd / od:.2f}× (≈ {od:.1f} vs {vd:.1f} s/token), TTFT {o['ttft_s_48'] / v['ttft_s_48']:.2f}×"
+    clock = " of CPU time" if o.get("clock") == "cpu" else ""
+    ot, vt = o["ttft_s_48"], v["ttft_s_48"]
+    op, vp = o["decode_s_per_token_per_layer"], v["decode_s_per_token_per_layer"]
+    return (f"decode {vd / od:.2f}× (≈ {od:.1f} vs {vd:.1f} s/token{clock}), TTFT {ot / vt:.2f}× "
+            f"(≈ {ot:.0f} vs {vt:.0f} s{clock}; per layer {op:.3f} vs {vp:.3f} s/token)")
 
 
 def _long(long: dict | None) -> str:
@@ -51,7 +55,7 @@ def _long(long: dict | None) -> str:
             ours = next(m for m in long["medians"] if (m["case"], m["impl"]) == (case, "ours"))
             parts.append(f"{case.removeprefix('tiny-')} tokens: peak {peak:.2f}× mlx-vlm "
                          f"({ours['peak_memory_bytes'] / 2**20:.0f} MiB)")
-    return "; ".join(parts) or "not measured"
+    return "; ".join(parts) + f" (run of {long['machine']['date']})" if parts else "not measured"
 
 
 def _mtp(mtp: dict | None) -> str:
@@ -126,6 +130,12 @@ def targets(data: dict, long: dict | None, mtp: dict | None = None) -> list[tupl
     ]
 
 
+def _rounds(data: dict) -> str:
+    """How many alternating rounds each run had, e.g. 'rounds: tiny-bf16,tiny-4bit 5; 12b-L2-bf16 3'."""
+    runs = data["settings"].get("runs", [data["settings"]])
+    return "rounds: " + "; ".join(f"{r['cases']} {r['rounds']}" for r in runs)
+
+
 def _concurrent_note(data: dict) -> str:
     runs = data["settings"].get("runs", [data["settings"]])
     cases = [r["cases"] for r in runs if r.get("concurrent")]
@@ -159,7 +169,8 @@ def section(data: dict, long: dict | None, mtp: dict | None = None) -> str:
         "mlx-vlm and loaded by both runtimes (the same bytes); greedy decoding. The machine was shared with "
         f"other jobs (load average {m['load_average'][0]:.0f}–{m['load_average_end'][0]:.0f} on "
         f"{m['cpus']} cores), so absolute speeds are low and noisy: ratios compare medians of runs that "
-        "alternated between the runtimes (A/B/A/B, fresh processes)" + _concurrent_note(data) + ". Where the "
+        "alternated between the runtimes (A/B/A/B, fresh processes; " + _rounds(data) + ")"
+        + _concurrent_note(data) + ". Where the "
         "records have them, CPU-time ratios (the CPU seconds each process used, which waiting for a core does "
         "not inflate) follow in parentheses. Ratios are mlx-gemma4 ÷ mlx-vlm (or mlx-lm): for speeds > 1 is "
         "faster, for times and memory < 1 is better.", "",
