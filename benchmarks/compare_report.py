@@ -209,6 +209,7 @@ def merge(sources: list[Path], out: Path) -> None:
     info = dict(runs[0]["machine"])
     info["load_average_end"] = max((r["machine"]["load_average_end"] for r in runs), key=lambda x: x[0])
     info["load_average"] = max((r["machine"]["load_average"] for r in runs), key=lambda x: x[0])
+    info["load_averages"] = [[r["machine"]["load_average"], r["machine"]["load_average_end"]] for r in runs]
     settings = {"runs": [r["settings"] for r in runs]}
     log = [c for r in runs for c in r["commands"]]
     write_report(out, info, settings, log, [rec for r in runs for rec in r["records"]])
