@@ -8,7 +8,8 @@ from collections import defaultdict
 from pathlib import Path
 
 IMPL_NAMES = {"ours": "mlx-gemma4", "ours-bf16": "mlx-gemma4 (bf16 forced)", "vlm": "mlx-vlm", "lm": "mlx-lm"}
-METRICS = ("ttft_s", "prefill_tps", "decode_tps", "peak_memory_bytes", "cpu_ttft_s", "cpu_s_per_token")
+METRICS = ("ttft_s", "prefill_tps", "decode_tps", "peak_memory_bytes", "cpu_ttft_s", "cpu_s_per_token",
+           "weights_bytes")
 
 
 def medians(records: list[dict]) -> dict[tuple[str, str, str], dict[str, float]]:
@@ -29,6 +30,11 @@ def medians(records: list[dict]) -> dict[tuple[str, str, str], dict[str, float]]
 
 def _div(a: float | None, b: float | None) -> float | None:
     return a / b if a is not None and b else None
+
+
+def _above(m: dict) -> float | None:
+    """Peak memory above the weights (activations, KV cache, temporaries), when the record has the weights."""
+    return None if m.get("weights_bytes") is None else m["peak_memory_bytes"] - m["weights_bytes"]
 
 
 def _f(x: float | None, spec: str = ".2f") -> str:
@@ -56,20 +62,29 @@ def ratios(med: dict) -> list[dict]:
                 "prompt_tokens": [m["prompt_tokens"], p["prompt_tokens"]],  # differ: not the same work
                 "cpu_decode": _div(p["cpu_s_per_token"], m["cpu_s_per_token"]),  # > 1: less CPU work per token
                 "cpu_ttft": _div(m["cpu_ttft_s"], p["cpu_ttft_s"]),  # < 1: less CPU work to the first token
+                # The weights set a floor under the peak: their share of the peer's peak, and the peak above them.
+                "weights_share_of_peer_peak": _div(m["weights_bytes"], p["peak_memory_bytes"]),
+                "peak_above_weights": _div(_above(m), _above(p)),
             })
     return rows
 
 
 def extrapolate(med: dict, bits: str) -> list[dict]:
-    """Per-layer cost from the 2- and 3-layer 12B cases (text), extended to 48 layers: t(48) = t(2) + 46 × slope."""
+    """Per-layer cost from the 2- and 3-layer 12B cases (text), extended to 48 layers: t(48) = t(2) + 46 × slope.
+
+    From CPU seconds where the records have them (``clock`` says which): on a shared machine the wall-clock
+    slope between two noisy medians can even come out negative, and 46 × slope magnifies any noise.
+    """
     rows = []
     for impl in ("ours", "vlm"):
         a, b = med.get((f"12b-L2-{bits}", "text", impl)), med.get((f"12b-L3-{bits}", "text", impl))
         if a is None or b is None:
             continue
-        row = {"bits": bits, "impl": impl}
-        for name, t2, t3 in (("decode_s_per_token", 1 / a["decode_tps"], 1 / b["decode_tps"]),
-                             ("ttft_s", a["ttft_s"], b["ttft_s"])):
+        cpu = all(m.get(k) is not None for m in (a, b) for k in ("cpu_s_per_token", "cpu_ttft_s"))
+        row = {"bits": bits, "impl": impl, "clock": "cpu" if cpu else "wall"}
+        pairs = ((a["cpu_s_per_token"], b["cpu_s_per_token"], a["cpu_ttft_s"], b["cpu_ttft_s"]) if cpu else
+                 (1 / a["decode_tps"], 1 / b["decode_tps"], a["ttft_s"], b["ttft_s"]))
+        for name, t2, t3 in (("decode_s_per_token", *pairs[:2]), ("ttft_s", *pairs[2:])):
             slope = t3 - t2
             row[f"{name}_per_layer"] = slope
             row[f"{name}_48"] = t2 + 46 * slope
@@ -91,33 +106,42 @@ def markdown(info: dict, settings: dict, log: list[str], med: dict, rat: list[di
         "media and is timed from outside each runtime in the same way.",
         f"Settings: {json.dumps(settings)}.", "",
         "## Medians", "",
-        "| case | kind | runtime | prompt tok | TTFT s | prefill tok/s | decode tok/s | peak MB |",
-        "| --- | --- | --- | --- | --- | --- | --- | --- |",
+        "| case | kind | runtime | prompt tok | TTFT s | prefill tok/s | decode tok/s | peak MB | weights MB |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     for (case, kind, impl), m in sorted(med.items()):
         lines.append(f"| {case} | {kind} | {IMPL_NAMES[impl]} | {m['prompt_tokens']} | {m['ttft_s']:.3f} | "
-                     f"{m['prefill_tps']:.1f} | {m['decode_tps']:.2f} | {m['peak_memory_bytes'] / 2**20:.0f} |")
+                     f"{m['prefill_tps']:.1f} | {m['decode_tps']:.2f} | {m['peak_memory_bytes'] / 2**20:.0f} | "
+                     f"{_f(m['weights_bytes'] and m['weights_bytes'] / 2**20, '.0f')} |")
     lines += ["", "## Ratios (mlx-gemma4 ÷ peer)", "",
               "decode and prefill: > 1 is faster; TTFT, ms/token and peak memory: < 1 is better.", "",
               "CPU columns: the same ratios from the CPU seconds each process used (all threads), which "
               "waiting for a core on the shared machine does not inflate.", "",
+              "Peak memory includes the weights; `peak above weights ×` compares what each runtime adds to "
+              "them (activations, KV cache, temporaries), and `our weights ÷ peer peak` is the floor under the peak "
+              "ratio: a runtime cannot peak below its own weights.", "",
               "| case | kind | ours | peer | prompt tokens | decode × | ms/token × | prefill × | TTFT × | peak × "
-              "| CPU decode × | CPU TTFT × | same greedy tokens |",
-              "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+              "| peak above weights × | our weights ÷ peer peak | CPU decode × | CPU TTFT × | same greedy tokens |",
+              "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     for r in rat:
         a, b = r["prompt_tokens"]
         lines.append(f"| {r['case']} | {r['kind']} | {IMPL_NAMES[r['impl']]} | {IMPL_NAMES[r['peer']]} | "
                      f"{a} vs {b}{'' if a == b else ' (not comparable)'} | {r['decode']:.2f} | "
                      f"{r['ms_per_token']:.2f} | {r['prefill']:.2f} | {r['ttft']:.2f} | "
-                     f"{r['peak']:.2f} | {_f(r.get('cpu_decode'))} | {_f(r.get('cpu_ttft'))} | "
+                     f"{r['peak']:.2f} | {_f(r.get('peak_above_weights'))} | "
+                     f"{_f(r.get('weights_share_of_peer_peak'))} | "
+                     f"{_f(r.get('cpu_decode'))} | {_f(r.get('cpu_ttft'))} | "
                      f"{'yes' if r['same_tokens'] else 'no'} |")
     if ext:
         lines += ["", "## 48 layers, extrapolated from 2 and 3 layers of the real sizes (text)", "",
-                  "| weights | runtime | decode s/token per layer | decode s/token at 48 | TTFT s per layer | "
-                  "TTFT s at 48 |", "| --- | --- | --- | --- | --- | --- |"]
+                  "Seconds of CPU time (clock `cpu`) where the records have them: the slope between two wall-clock "
+                  "medians on the shared machine is mostly noise, and 46 × the slope magnifies it.", "",
+                  "| weights | runtime | clock | decode s/token per layer | decode s/token at 48 | TTFT s per layer | "
+                  "TTFT s at 48 |", "| --- | --- | --- | --- | --- | --- | --- |"]
         for e in ext:
-            lines.append(f"| {e['bits']} | {IMPL_NAMES[e['impl']]} | {e['decode_s_per_token_per_layer']:.3f} | "
-                         f"{e['decode_s_per_token_48']:.2f} | {e['ttft_s_per_layer']:.3f} | {e['ttft_s_48']:.2f} |")
+            lines.append(f"| {e['bits']} | {IMPL_NAMES[e['impl']]} | {e.get('clock', 'wall')} | "
+                         f"{e['decode_s_per_token_per_layer']:.3f} | {e['decode_s_per_token_48']:.2f} | "
+                         f"{e['ttft_s_per_layer']:.3f} | {e['ttft_s_48']:.2f} |")
     lines += ["", "## Commands", "", "```", *log, "```", ""]
     return "\n".join(lines)
 
@@ -155,7 +179,7 @@ def plots(out: Path, med: dict, ext: list[dict]) -> list[str]:
             xs = [2, 48]
             ax.plot(xs, [at48 - 46 * per, at48], marker="o", label=f"{IMPL_NAMES[e['impl']]} {e['bits']}")
         ax.set_xlabel("decoder layers")
-        ax.set_ylabel("decode s/token")
+        ax.set_ylabel("decode s/token" + (" (CPU time)" if all(e.get("clock") == "cpu" for e in ext) else ""))
         ax.set_title("decode time per token, extrapolated from 2 and 3 layers")
         ax.legend(fontsize=8)
         fig.tight_layout()
@@ -185,6 +209,7 @@ def merge(sources: list[Path], out: Path) -> None:
     info = dict(runs[0]["machine"])
     info["load_average_end"] = max((r["machine"]["load_average_end"] for r in runs), key=lambda x: x[0])
     info["load_average"] = max((r["machine"]["load_average"] for r in runs), key=lambda x: x[0])
+    info["load_averages"] = [[r["machine"]["load_average"], r["machine"]["load_average_end"]] for r in runs]
     settings = {"runs": [r["settings"] for r in runs]}
     log = [c for r in runs for c in r["commands"]]
     write_report(out, info, settings, log, [rec for r in runs for rec in r["records"]])

@@ -14,6 +14,7 @@ import json
 import time
 
 import mlx.core as mx
+from mlx.utils import tree_flatten
 
 
 def _words(n: int) -> str:
@@ -126,6 +127,8 @@ def main() -> None:
     run, model = {"ours": ours, "vlm": vlm, "lm": lm}[a.impl](a.model, a.dtype)
     mx.eval(model.parameters())
     load_s = time.perf_counter() - t0
+    # Bytes of every parameter as loaded (dtype casts included): the floor under each peak-memory figure.
+    weights = sum(v.nbytes for _, v in tree_flatten(model.parameters()))
     text = _words(a.prompt_words)
     for kind in a.kinds.split(","):
         media = {"image": a.image, "audio": a.audio}.get(kind)
@@ -133,7 +136,8 @@ def main() -> None:
             pass
         for _ in range(a.trials):
             rec = timed(run, kind, media, text, a.gen_tokens)
-            print(json.dumps({"impl": a.impl, "kind": kind, "load_s": load_s, **rec}), flush=True)
+            print(json.dumps({"impl": a.impl, "kind": kind, "load_s": load_s, "weights_bytes": weights, **rec}),
+                  flush=True)
 
 
 if __name__ == "__main__":

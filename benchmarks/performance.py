@@ -38,7 +38,11 @@ def _ext(data: dict, bits: str) -> str:
         return "not measured"
     o, v = rows["ours"], rows["vlm"]
     od, vd = o["decode_s_per_token_48"], v["decode_s_per_token_48"]
-    return f"decode {vd / od:.2f}× (≈ {od:.1f} vs {vd:.1f} s/token), TTFT {o['ttft_s_48'] / v['ttft_s_48']:.2f}×"
+    clock = " of CPU time" if o.get("clock") == "cpu" else ""
+    ot, vt = o["ttft_s_48"], v["ttft_s_48"]
+    op, vp = o["decode_s_per_token_per_layer"], v["decode_s_per_token_per_layer"]
+    return (f"decode {vd / od:.2f}× (≈ {od:.1f} vs {vd:.1f} s/token{clock}), TTFT {ot / vt:.2f}× "
+            f"(≈ {ot:.0f} vs {vt:.0f} s{clock}; per layer {op:.3f} vs {vp:.3f} s/token)")
 
 
 def _long(long: dict | None) -> str:
@@ -51,16 +55,27 @@ def _long(long: dict | None) -> str:
             ours = next(m for m in long["medians"] if (m["case"], m["impl"]) == (case, "ours"))
             parts.append(f"{case.removeprefix('tiny-')} tokens: peak {peak:.2f}× mlx-vlm "
                          f"({ours['peak_memory_bytes'] / 2**20:.0f} MiB)")
-    return "; ".join(parts) or "not measured"
+    return "; ".join(parts) + f" (run of {long['machine']['date']})" if parts else "not measured"
 
 
-def targets(data: dict, long: dict | None) -> list[tuple[str, str]]:
+def _mtp(mtp: dict | None) -> str:
+    if mtp is None:
+        return "not measured"
+    m, e = mtp["medians"], mtp["extrapolated_48"]
+    auto_rounds = m["auto"]["draft_tokens"] / mtp["k"]
+    return (f"{mtp['layers']}-layer target, k = {mtp['k']}: {m['on']['tokens_per_step']:.2f} tokens per target step, "
+            f"speedup {mtp['speedup_on']:.2f}× (on), {mtp['speedup_auto']:.2f}× (auto: drafted in ≈ {auto_rounds:.0f} "
+            f"of {m['auto']['target_steps']:.0f} steps); at 48 layers ≈ {e['speedup']:.2f}× (a (k + 1)-token verify "
+            f"costs {e['verify_cost_in_plain_steps']:.1f} plain steps on this CPU)")
+
+
+def targets(data: dict, long: dict | None, mtp: dict | None = None) -> list[tuple[str, str]]:
     """(target, measured) rows."""
     def r(case: str, kind: str, peer: str, field: str) -> str:
         """The wall-clock ratio, and the CPU-time one where the records have it."""
         tokens = _ratio(data, case, kind, peer, "prompt_tokens")
-        if tokens and tokens[0] != tokens[1]:
-            return f"not comparable ({tokens[0]} vs {tokens[1]} prompt tokens: the peer ignored the image budget)"
+        if tokens and tokens[0] != tokens[1] and field in ("ttft", "prefill", "peak"):  # decode: per token anyway
+            return f"not comparable ({tokens[0]} vs {tokens[1]} prompt tokens)"
         wall = _fmt(_ratio(data, case, kind, peer, field))
         cpu_field, invert = CPU_OF.get(field, (None, False))
         cpu = _ratio(data, case, kind, peer, cpu_field) if cpu_field else None
@@ -68,9 +83,21 @@ def targets(data: dict, long: dict | None) -> list[tuple[str, str]]:
             return wall
         return f"{wall} (CPU time {1 / cpu if invert else cpu:.2f}×)"
 
-    def both(bits: str, kind: str, peer: str, field: str) -> str:
+    def both(bits: str, kind: str, peer: str, field: str, big: str = "") -> str:
+        big = big or f"12b-L2-{bits}"
         return (f"tiny {r(f'tiny-{bits}', kind, peer, field)}, "
-                f"12B sizes (2 layers) {r(f'12b-L2-{bits}', kind, peer, field)}")
+                f"12B sizes (2 layers) {r(big, kind, peer, field)}")
+
+    def peak(case: str, kind: str) -> str:
+        """The peak ratio, what each side adds above its weights, and the floor the weights set."""
+        ratio = _ratio(data, case, kind, "vlm", "peak")
+        if ratio is None:
+            return "not measured"
+        above = _ratio(data, case, kind, "vlm", "peak_above_weights")
+        floor = _ratio(data, case, kind, "vlm", "weights_share_of_peer_peak")
+        if above is None or floor is None:
+            return _fmt(ratio)
+        return f"{ratio:.2f}× (above the weights {above:.2f}×; our weights alone are {floor:.2f}× its peak)"
 
     return [
         ("4-bit on the CPU: decode ≥ 5× mlx-vlm (float32 activations and scales by default)",
@@ -78,21 +105,42 @@ def targets(data: dict, long: dict | None) -> list[tuple[str, str]]:
         ("4-bit on the CPU: prefill ≥ 5× mlx-vlm", both("4bit", "text", "vlm", "prefill")),
         ("same dtype, same kernels: 4-bit forced to bfloat16 vs mlx-vlm (decode, ≈ 1.0 expected)",
          f"tiny {_fmt(_ratio(data, 'tiny-4bit', 'text', 'vlm', 'decode', 'ours-bf16'))}"),
-        ("decode ≥ 1.0× mlx-vlm, dense bfloat16", both("bf16", "text", "vlm", "decode")),
+        ("decode ≥ 1.0× mlx-vlm, dense bfloat16",
+         both("bf16", "text", "vlm", "decode") + f", 3 layers {r('12b-L3-bf16', 'text', 'vlm', 'decode')}"),
         ("time per token on the tiny model ≤ 1.0× mlx-lm's own loop",
          f"{r('tiny-bf16', 'text', 'lm', 'ms_per_token')} (bf16), "
          f"{r('tiny-4bit', 'text', 'lm', 'ms_per_token')} (4-bit)"),
         ("text prefill ≥ 1.0× mlx-vlm (last prompt token prefilled alone, as mlx-lm/mlx-vlm do)",
          both("bf16", "text", "vlm", "prefill")),
-        ("text time to first token vs mlx-vlm at 12B sizes, 2 layers (was 1.87× before the T−1 prefill)",
-         r("12b-L2-bf16", "text", "vlm", "ttft")),
-        ("image time to first token ≤ 0.9× mlx-vlm", both("bf16", "image", "vlm", "ttft")),
-        ("audio time to first token ≤ 0.9× mlx-vlm", f"tiny {r('tiny-bf16', 'audio', 'vlm', 'ttft')}"),
-        ("peak memory ≤ 0.95× mlx-vlm (short prompts)", both("bf16", "text", "vlm", "peak")),
+        ("text time to first token vs mlx-vlm", both("bf16", "text", "vlm", "ttft")),
+        ("image time to first token ≤ 0.9× mlx-vlm (280 soft tokens)",
+         both("bf16", "image", "vlm", "ttft", "12b-L2-bf16-media")),
+        ("audio time to first token ≤ 0.9× mlx-vlm (2 s)", both("bf16", "audio", "vlm", "ttft", "12b-L2-bf16-media")),
+        ("peak memory ≤ 0.95× mlx-vlm, text (short prompt)",
+         f"tiny {peak('tiny-bf16', 'text')}; 12B sizes (2 layers) {peak('12b-L2-bf16', 'text')}"),
+        ("peak memory ≤ 0.95× mlx-vlm, image / audio",
+         f"tiny image {peak('tiny-bf16', 'image')}, audio {peak('tiny-bf16', 'audio')}; 12B sizes (2 layers) "
+         f"image {peak('12b-L2-bf16-media', 'image')}, audio {peak('12b-L2-bf16-media', 'audio')}"),
+        ("peak memory, 4-bit (float32 scales: + 0.5 bit per weight)",
+         f"tiny {peak('tiny-4bit', 'text')}; 12B sizes (2 layers) {peak('12b-L2-4bit', 'text')}"),
         ("peak memory on long prompts (prefill chunk bounded by the attention-scores budget)", _long(long)),
-        ("48 layers, bfloat16 (extrapolated from 2 and 3 layers)", _ext(data, "bf16")),
+        ("48 layers, bfloat16 (extrapolated from 2 and 3 layers: 46 × a per-layer slope between two medians, "
+         "so a small difference in the slopes is noise magnified)", _ext(data, "bf16")),
         ("48 layers, 4-bit (extrapolated from 2 and 3 layers)", _ext(data, "4bit")),
+        ("MTP speculative decoding, real drafter geometry, forced agreement (`results/mtp.md`)", _mtp(mtp)),
     ]
+
+
+def _load_range(m: dict) -> str:
+    """The 1-minute load averages seen at the starts and ends of the runs, as 'low–high'."""
+    loads = [x for pair in m.get("load_averages", [[m["load_average"], m["load_average_end"]]]) for x in pair]
+    return f"{min(x[0] for x in loads):.1f}–{max(x[0] for x in loads):.1f}"
+
+
+def _rounds(data: dict) -> str:
+    """How many alternating rounds each run had, e.g. 'rounds: tiny-bf16,tiny-4bit 5; 12b-L2-bf16 3'."""
+    runs = data["settings"].get("runs", [data["settings"]])
+    return "rounds: " + "; ".join(f"{r['cases']} {r['rounds']}" for r in runs)
 
 
 def _concurrent_note(data: dict) -> str:
@@ -105,7 +153,19 @@ def _concurrent_note(data: dict) -> str:
             "each process got varied, and the CPU-time ratios are the better guide")
 
 
-def section(data: dict, long: dict | None) -> str:
+def _short(cmd: str) -> str:
+    """A recorded command without the interpreter's absolute path."""
+    first, _, rest = cmd.partition(" ")
+    return f"python {rest}" if first.endswith(("python", "python3")) else cmd
+
+
+def _commands(data: dict, mtp: dict | None) -> list[str]:
+    """The benchmark invocations behind the figures (the per-runtime worker commands are in compare.md)."""
+    runs = [c for c in data["commands"] if " -m benchmarks.compare" in c]
+    return runs + ([mtp["command"]] if mtp else [])
+
+
+def section(data: dict, long: dict | None, mtp: dict | None = None) -> str:
     """The markdown between the markers."""
     m = data["machine"]
     lines = [
@@ -114,14 +174,16 @@ def section(data: dict, long: dict | None) -> str:
         f"MLX {m['mlx']}, mlx-vlm {m['mlx_vlm']} (its own virtual environment; never a dependency), mlx-lm "
         f"{m['mlx_lm']}, {m['date']}. Random weights of the real geometry (`gemma4 synth`), converted once by "
         "mlx-vlm and loaded by both runtimes (the same bytes); greedy decoding. The machine was shared with "
-        f"other jobs (load average {m['load_average'][0]:.0f}–{m['load_average_end'][0]:.0f} on "
+        f"other jobs (load average {_load_range(m)} on "
         f"{m['cpus']} cores), so absolute speeds are low and noisy: ratios compare medians of runs that "
-        "alternated between the runtimes (A/B/A/B, fresh processes)" + _concurrent_note(data) + ". Where the "
+        "alternated between the runtimes (A/B/A/B, fresh processes; " + _rounds(data) + ")"
+        + _concurrent_note(data) + ". Where the "
         "records have them, CPU-time ratios (the CPU seconds each process used, which waiting for a core does "
         "not inflate) follow in parentheses. Ratios are mlx-gemma4 ÷ mlx-vlm (or mlx-lm): for speeds > 1 is "
         "faster, for times and memory < 1 is better.", "",
         "| target | measured |", "| --- | --- |",
-        *[f"| {t} | {v} |" for t, v in targets(data, long)], "",
+        *[f"| {t} | {v} |" for t, v in targets(data, long, mtp)], "",
+        "Commands: " + "; ".join(f"`{_short(c)}`" for c in _commands(data, mtp)) + ".", "",
         "Full tables, commands and raw records: [`benchmarks/results/compare.md`](benchmarks/results/compare.md), "
         "`compare.json`" + (", [`long_prompt/compare.md`](benchmarks/results/long_prompt/compare.md)" if long else "")
         + ". No GPU machine was lent for these runs: the figures are MLX's CPU backend only.", "",
@@ -135,8 +197,10 @@ def main() -> None:
     data = json.loads((HERE / "results" / "compare.json").read_text())
     long_path = HERE / "results" / "long_prompt" / "compare.json"
     long = json.loads(long_path.read_text()) if long_path.is_file() else None
+    mtp_path = HERE / "results" / "mtp.json"
+    mtp = json.loads(mtp_path.read_text()) if mtp_path.is_file() else None
     text = README.read_text()
-    new = section(data, long)
+    new = section(data, long, mtp)
     if BEGIN in text:
         text = text[: text.index(BEGIN)] + new + text[text.index(END) + len(END):]
     else:

@@ -154,9 +154,14 @@ def make_processors(params: SamplingParams, vocab_size: int) -> list[Callable[[m
     """Logits processors (history, logits) → logits: token suppression, then the repetition penalty."""
     procs = []
     if params.suppress_tokens:
-        bias = mx.zeros((vocab_size,), dtype=mx.float32)
-        bias[mx.array(list(params.suppress_tokens))] = -mx.inf
-        procs.append(lambda _history, logits: logits + bias.astype(logits.dtype))
+        ids = mx.array(list(params.suppress_tokens), dtype=mx.int32)
+
+        def suppress(_history, logits):
+            # -inf written at the few suppressed ids: no vocabulary-sized bias kept, cast or added per token.
+            where = mx.broadcast_to(ids, (*logits.shape[:-1], ids.size))
+            return mx.put_along_axis(logits, where, mx.array(-mx.inf, dtype=logits.dtype), axis=-1)
+
+        procs.append(suppress)
     if params.repetition_penalty != 1.0:
         procs.append(_repetition_penalty(params.repetition_penalty, params.repetition_context))
     return procs

@@ -58,7 +58,9 @@ class Gemma4Model(nn.Module):
         pos = np.asarray(image_position_ids).reshape(-1, 2)
         valid = np.flatnonzero((pos != -1).all(axis=-1))  # padding rows are dropped before any compute
         patches = _as_mx(pixel_values)
-        patches = patches.reshape(-1, patches.shape[-1])[mx.array(valid)]
+        patches = patches.reshape(-1, patches.shape[-1])
+        if valid.size < patches.shape[0]:  # a full image has no padding rows: no gathered copy of its pixels
+            patches = patches[mx.array(valid)]
         feats = self.vision_embedder(patches, mx.array(pos[valid].astype(np.int32)))
         return self.embed_vision(feats)
 
@@ -70,7 +72,8 @@ class Gemma4Model(nn.Module):
         frames = feats.reshape(-1, feats.shape[-1])
         if input_features_mask is not None:
             valid = np.flatnonzero(np.asarray(input_features_mask).reshape(-1))
-            frames = frames[mx.array(valid)]
+            if valid.size < frames.shape[0]:
+                frames = frames[mx.array(valid)]
         return self.embed_audio(frames)
 
     def embed_inputs(self, input_ids, **arrays) -> mx.array:
