@@ -25,14 +25,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from tests.server_helpers import ServerProcess  # noqa: E402
 
 
-TEMPERATURE = 0.0  # --temperature; each request also sends a seed, so a run is reproducible either way
-
-
-async def _one(client: httpx.AsyncClient, base: str, prompt: str, max_tokens: int,
-               model: str | None) -> tuple[float, float, int]:
-    """(TTFT, total seconds, completion tokens) of one streamed request."""
+async def _one(client: httpx.AsyncClient, base: str, prompt: str, max_tokens: int, model: str | None,
+               temperature: float) -> tuple[float, float, int]:
+    """(TTFT, total seconds, completion tokens) of one streamed request (seeded: reproducible when sampled)."""
     body = {"messages": [{"role": "user", "content": prompt}], "max_tokens": max_tokens,
-            "temperature": TEMPERATURE, "seed": len(prompt),
+            "temperature": temperature, "seed": len(prompt),
             "stream": True, "stream_options": {"include_usage": True}, **({"model": model} if model else {})}
     start = time.perf_counter()
     ttft, tokens = None, 0
@@ -51,13 +48,13 @@ async def _one(client: httpx.AsyncClient, base: str, prompt: str, max_tokens: in
 
 
 async def _level(base: str, clients: int, requests: int, max_tokens: int, words: int, tag: str,
-                 model: str | None = None) -> dict:
+                 model: str | None = None, temperature: float = 0.0) -> dict:
     """One concurrency level → its figures."""
     async def client_loop(c: int, http: httpx.AsyncClient) -> list:
         out = []
         for r in range(requests):
             prompt = f"{tag} client {c} request {r} : " + "describe the world in detail " * (words // 5)
-            out.append(await _one(http, base, prompt, max_tokens, model))
+            out.append(await _one(http, base, prompt, max_tokens, model, temperature))
         return out
 
     limits = httpx.Limits(max_connections=clients + 4)
@@ -88,8 +85,6 @@ def main() -> None:
                     help="a random checkpoint may repeat a token that spells as nothing under greedy decoding, "
                          "so no text (and no TTFT) until the end: sample instead")
     args = ap.parse_args()
-    global TEMPERATURE
-    TEMPERATURE = args.temperature
     if (args.model is None) == (args.url is None):
         ap.error("give either --model (start our server) or --url (measure a running one)")
     srv = None
@@ -99,11 +94,11 @@ def main() -> None:
     try:
         if srv:
             srv.wait_ready(600)
-        asyncio.run(_level(base, 1, 1, 4, 10, "warm-up", args.model_name))
+        asyncio.run(_level(base, 1, 1, 4, 10, "warm-up", args.model_name, args.temperature))
         rows = []
         for c in args.clients:  # each level's record as soon as it is measured (a long run may be cut short)
             rows.append(asyncio.run(_level(base, c, args.requests, args.max_tokens, args.prompt_words, f"level {c}",
-                                           args.model_name)))
+                                           args.model_name, args.temperature)))
             print(json.dumps(rows[-1]), flush=True)
     finally:
         if srv:
