@@ -17,6 +17,7 @@ import json
 import statistics
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
@@ -25,15 +26,27 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from tests.server_helpers import ServerProcess  # noqa: E402
 
 
-async def _one(client: httpx.AsyncClient, base: str, prompt: str, max_tokens: int, model: str | None,
-               temperature: float) -> tuple[float, float, int]:
+@dataclass(frozen=True)
+class Ask:
+    """What every request of a run asks for."""
+
+    max_tokens: int
+    temperature: float = 0.0
+    model: str | None = None  # the request's model field (some servers need it)
+    raw: bool = False  # /v1/completions with the raw prompt instead of a chat
+
+
+async def _one(client: httpx.AsyncClient, base: str, prompt: str, ask: Ask) -> tuple[float, float, int]:
     """(TTFT, total seconds, completion tokens) of one streamed request (seeded: reproducible when sampled)."""
-    body = {"messages": [{"role": "user", "content": prompt}], "max_tokens": max_tokens,
-            "temperature": temperature, "seed": len(prompt),
-            "stream": True, "stream_options": {"include_usage": True}, **({"model": model} if model else {})}
+    body = {"max_tokens": ask.max_tokens, "temperature": ask.temperature, "seed": len(prompt), "stream": True,
+            "stream_options": {"include_usage": True}, **({"model": ask.model} if ask.model else {})}
+    if ask.raw:
+        body["prompt"], path = prompt, "completions"
+    else:
+        body["messages"], path = [{"role": "user", "content": prompt}], "chat/completions"
     start = time.perf_counter()
     ttft, tokens = None, 0
-    async with client.stream("POST", f"{base}/v1/chat/completions", json=body) as r:
+    async with client.stream("POST", f"{base}/v1/{path}", json=body) as r:
         r.raise_for_status()
         async for line in r.aiter_lines():
             if not line.startswith("data: {"):
@@ -41,20 +54,21 @@ async def _one(client: httpx.AsyncClient, base: str, prompt: str, max_tokens: in
             chunk = json.loads(line[6:])
             if chunk.get("usage"):
                 tokens = chunk["usage"]["completion_tokens"]
-            if ttft is None and chunk["choices"] and chunk["choices"][0]["delta"].get("content"):
+            choice = chunk["choices"][0] if chunk["choices"] else {}
+            text = choice.get("text") if ask.raw else choice.get("delta", {}).get("content")
+            if ttft is None and text:
                 ttft = time.perf_counter() - start
     total = time.perf_counter() - start
     return (ttft if ttft is not None else total), total, tokens
 
 
-async def _level(base: str, clients: int, requests: int, max_tokens: int, words: int, tag: str,
-                 model: str | None = None, temperature: float = 0.0) -> dict:
+async def _level(base: str, clients: int, requests: int, words: int, tag: str, ask: Ask) -> dict:
     """One concurrency level → its figures."""
     async def client_loop(c: int, http: httpx.AsyncClient) -> list:
         out = []
         for r in range(requests):
             prompt = f"{tag} client {c} request {r} : " + "describe the world in detail " * (words // 5)
-            out.append(await _one(http, base, prompt, max_tokens, model, temperature))
+            out.append(await _one(http, base, prompt.strip(), ask))
         return out
 
     limits = httpx.Limits(max_connections=clients + 4)
@@ -81,9 +95,10 @@ def main() -> None:
     ap.add_argument("--max-tokens", type=int, default=32)
     ap.add_argument("--prompt-words", type=int, default=60)
     ap.add_argument("--max-concurrency", type=int, default=16)
-    ap.add_argument("--temperature", type=float, default=0.0,
-                    help="a random checkpoint may repeat a token that spells as nothing under greedy decoding, "
-                         "so no text (and no TTFT) until the end: sample instead")
+    ap.add_argument("--temperature", type=float, default=0.0)
+    ap.add_argument("--raw", action="store_true",
+                    help="/v1/completions with the raw prompt: a random checkpoint with few layers repeats its last "
+                         "input token, and a chat prompt ends with <channel|> (never shown), so no text and no TTFT")
     args = ap.parse_args()
     if (args.model is None) == (args.url is None):
         ap.error("give either --model (start our server) or --url (measure a running one)")
@@ -94,17 +109,17 @@ def main() -> None:
     try:
         if srv:
             srv.wait_ready(600)
-        asyncio.run(_level(base, 1, 1, 4, 10, "warm-up", args.model_name, args.temperature))
+        ask = Ask(args.max_tokens, args.temperature, args.model_name, args.raw)
+        asyncio.run(_level(base, 1, 1, 10, "warm-up", Ask(4, args.temperature, args.model_name, args.raw)))
         rows = []
         for c in args.clients:  # each level's record as soon as it is measured (a long run may be cut short)
-            rows.append(asyncio.run(_level(base, c, args.requests, args.max_tokens, args.prompt_words, f"level {c}",
-                                           args.model_name, args.temperature)))
+            rows.append(asyncio.run(_level(base, c, args.requests, args.prompt_words, f"level {c}", ask)))
             print(json.dumps(rows[-1]), flush=True)
     finally:
         if srv:
             srv.stop()
     print(f"{args.model or args.url}; {args.requests} request(s) per client, max_tokens {args.max_tokens}, "
-          f"temperature {args.temperature}")
+          f"temperature {args.temperature}{', raw completions' if args.raw else ''}")
     print("| clients | requests | generated tok/s | x 1 client | TTFT p50 (s) | TTFT p95 (s) | wall (s) |")
     print("| ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
     single = rows[0]["tok_per_s"]
