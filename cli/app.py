@@ -10,6 +10,7 @@ adds the traceback. The same holds for the console script and ``typer.testing.Cl
 
 from __future__ import annotations
 
+import os
 import sys
 from importlib import import_module
 
@@ -115,6 +116,10 @@ for _name in COMMAND_GROUPS:
 
 def main() -> None:
     """Console-script entry point (``gemma4``)."""
+    # transformers (used for the tokenizer only) advises at import that without PyTorch "models won't be
+    # available": true and irrelevant here, and the first thing a new user would read. Advice only: its
+    # warnings and errors still show.
+    os.environ.setdefault("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1")
     app()
 
 
