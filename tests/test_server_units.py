@@ -18,7 +18,7 @@ from mlx_gemma4.server.app import ServerConfig, create_app
 from mlx_gemma4.server.errors import APIError, as_api_error
 from mlx_gemma4.server.jobs import Limits, encode_chat, make_job
 from mlx_gemma4.server.parsing import JSON_HINT, extract_json, parse_chat, parse_completion
-from mlx_gemma4.server.responses import chat_completion
+from mlx_gemma4.server.responses import ChunkWriter, chat_completion
 from tests.server_helpers import small_vocab_checkpoint
 
 B64 = base64.b64encode(b"\x89PNG fake").decode()
@@ -191,6 +191,15 @@ def test_row_splits_thought_and_answer(reference):
     assert "".join(e.text for e in events if isinstance(e, Delta) and e.channel == "thought") == done.thinking
     message = chat_completion("id", "m", done, done.answer, False)["choices"][0]["message"]
     assert message["reasoning_content"] == done.thinking and message["content"] == done.answer
+    # Streamed, the same pieces go out as delta.reasoning_content / delta.content chunks, in order.
+    import json
+
+    writer = ChunkWriter("id", "m", chat=True)
+    deltas = [json.loads(writer.delta(e)[6:])["choices"][0]["delta"] for e in events
+              if isinstance(e, Delta) and e.text]
+    assert "".join(d.get("reasoning_content", "") for d in deltas) == done.thinking
+    assert "".join(d.get("content", "") for d in deltas) == done.answer
+    assert all(len(d) == 1 for d in deltas)  # each chunk carries one of the two, never both
 
 
 def _submit(engine, reference, messages, max_tokens, on_event=None, limits=None, **settings):
