@@ -17,7 +17,7 @@ from mlx_gemma4.hub import DEFAULT_MODEL
 from . import options as o
 from .report import load
 
-err = Console(stderr=True)
+err = Console(stderr=True, soft_wrap=True)  # one-line summaries, never wrapped at 80 columns in logs
 
 Inputs = Annotated[list[str], typer.Argument(help="Files, folders, globs or @list.txt (one path per line).",
                                              show_default=False)]

@@ -28,6 +28,8 @@ def full_run(tiny_ckpt, folder, tmp_path_factory):
 def test_jsonl_rows_in_order_with_an_error_row(full_run):
     result, out = full_run
     assert result.returncode == 1, result.stderr  # one corrupt file: exit 1, the others captioned
+    summary = [line for line in result.stderr.splitlines() if line.startswith("done ")]
+    assert len(summary) == 1 and summary[0].endswith(str(out)), result.stderr  # one line, never wrapped
     rows = sorted(jsonl_rows(out), key=lambda r: r["file_name"])  # written as they finish
     assert [r["file_name"] for r in rows] == NAMES
     for r in rows:
