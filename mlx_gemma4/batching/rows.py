@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 import mlx.core as mx
 
 from ..generation.decode import RowDecoder
-from ..generation.sampling import apply_processors, filtered_logprobs, make_processors
+from ..generation.sampling import TokenSampler
 from ..generation.stats import GenerationStats, Timer
 from ..generation.textstream import ANSWER
 from .job import JobTimeout
@@ -55,9 +55,7 @@ class Row:
         stats = GenerationStats(prompt_tokens=len(prompt_ids) - cached)
         self.decoder = RowDecoder(tokenizer, job.stop_ids, job.stop_strings, job.request.thinking, job.limit,
                                   job.context_limited, stats)
-        self.procs = None  # built on the first logits (needs the vocabulary size)
-        seed = job.request.seed
-        self.key = mx.random.key(seed) if seed is not None else None
+        self.sampler: TokenSampler | None = None  # built on the first logits (needs the vocabulary size)
         self.done = False
         self.released = False
         self.finish_reason: str | None = None
@@ -68,24 +66,14 @@ class Row:
         return self.decoder.tokens[-1]
 
     def sample(self, logits: mx.array) -> mx.array:
-        """One row of logits (1, V) → its token (1,), with this row's settings and random key."""
-        params, user_procs = self.job.params, self.job.request.logits_processors
-        if self.procs is None:
-            self.procs = make_processors(params, logits.shape[-1])
-        history = None
-        if user_procs or params.repetition_penalty != 1.0:  # the row's tokens so far, prompt included
-            history = mx.array(self.prompt_ids + self.decoder.tokens, dtype=mx.int32)
-        window = history[None, -params.repetition_context :] if params.repetition_penalty != 1.0 else None
-        logits = apply_processors(self.procs, window, logits)
-        for p in user_procs:  # mlx-lm style: (1-D history, logits (1, V))
-            logits = p(history, logits)
-        if params.greedy:
-            return mx.argmax(logits, axis=-1).astype(mx.int32)
-        lp = filtered_logprobs(logits, params)
-        if self.key is None:
-            return mx.random.categorical(lp).astype(mx.int32)
-        self.key, sub = mx.random.split(self.key)
-        return mx.random.categorical(lp, key=sub).astype(mx.int32)
+        """One row of logits (1, V) → its token (1,), with this row's settings and its own random stream
+        (the generation's TokenSampler: processors, the caller's hooks, history kept on the device)."""
+        if self.sampler is None:
+            seed = self.job.request.seed
+            self.sampler = TokenSampler(self.job.params, self.job.request, logits.shape[-1],
+                                        mx.array([self.prompt_ids], dtype=mx.int32),
+                                        mx.random.key(seed) if seed is not None else None)
+        return self.sampler(logits)
 
     def accept(self, token: int) -> None:
         """A sampled token: text pieces out, and the end of the row once it is done."""

@@ -143,11 +143,21 @@ def filtered_logprobs(logits: mx.array, params: SamplingParams) -> mx.array:
     return lp
 
 
-def make_sampler(params: SamplingParams) -> Callable[[mx.array], mx.array]:
-    """logits (B, V) → token ids (B,), following ``params``; draws use MLX's global key (seeded per call)."""
+def make_sampler(params: SamplingParams, key: mx.array | None = None) -> Callable[[mx.array], mx.array]:
+    """logits (B, V) → token ids (B,), following ``params``. Draws use MLX's global key (seeded per call),
+    or with ``key`` a stream of their own (split at each draw): a row of a shared decode batch draws the
+    same tokens whatever the other rows do."""
     if params.greedy:
         return lambda logits: mx.argmax(logits, axis=-1)
-    return lambda logits: mx.random.categorical(filtered_logprobs(logits, params))
+    if key is None:
+        return lambda logits: mx.random.categorical(filtered_logprobs(logits, params))
+    state = [key]
+
+    def draw(logits: mx.array) -> mx.array:
+        state[0], sub = mx.random.split(state[0])
+        return mx.random.categorical(filtered_logprobs(logits, params), key=sub)
+
+    return draw
 
 
 def make_processors(params: SamplingParams, vocab_size: int) -> list[Callable[[mx.array, mx.array], mx.array]]:
@@ -201,10 +211,11 @@ class TokenSampler:
     row's token history (prompt and generated, 1-D) and its logits (1, V).
     """
 
-    def __init__(self, params: SamplingParams, request: GenerationRequest, vocab_size: int, prompt_ids: mx.array):
+    def __init__(self, params: SamplingParams, request: GenerationRequest, vocab_size: int, prompt_ids: mx.array,
+                 key: mx.array | None = None):
         self.procs = make_processors(params, vocab_size)
         self.user_procs = request.logits_processors
-        self.sample = request.sampler or make_sampler(params)
+        self.sample = request.sampler or make_sampler(params, key)
         self.history = None
         if self.user_procs:
             self.history = prompt_ids.astype(mx.int32)
