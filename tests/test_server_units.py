@@ -281,7 +281,9 @@ def test_queue_full_is_503_with_retry_after(ckpt):
     try:
         engine.ready.wait(120)
         app = create_app(engine, ServerConfig("m"))
-        body = {"messages": [{"role": "user", "content": "go on"}], "max_tokens": 400, "temperature": 0}
+        # The first request must still hold the slot when the second arrives: 400 tokens of this tiny model
+        # could finish first on a busy machine (seen once in ~15 runs), the cap of 4000 cannot.
+        body = {"messages": [{"role": "user", "content": "go on"}], "max_tokens": 4000, "temperature": 0}
         with TestClient(app) as c:
             with c.stream("POST", "/v1/chat/completions", json={**body, "stream": True}) as r:
                 assert next(r.iter_lines()).startswith("data: ")  # the first request holds the only slot
