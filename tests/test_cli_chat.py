@@ -29,6 +29,10 @@ def test_ctrl_c_in_a_real_terminal(tiny_ckpt):
         child.expect(">>> ")
         assert "error" not in child.before
         child.send("half a line")
+        # Wait for the echo, as a person would: readline blocks SIGINT while it redraws the line, so a
+        # Ctrl-C typed within those microseconds goes to another thread and only counts at the next Enter
+        # (any readline program with worker threads does). A loaded machine stretched that window to a CI failure.
+        child.expect("half a line")
         child.sendintr()  # on the prompt line: the line is dropped, the chat goes on
         child.expect(">>> ")
         child.sendeof()
