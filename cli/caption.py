@@ -26,6 +26,7 @@ Format = Annotated[str | None, typer.Option("--format", "-f", help="jsonl | csv 
 Resume = Annotated[bool, typer.Option("--resume/--no-resume", help="Skip items already in the output.")]
 BatchSize = Annotated[int | None, typer.Option("--batch-size", "-b", min=1,
                                                help="Items decoded together (default: from free memory, 1-8).")]
+CAPTION_SAMPLING = o.SamplingFlags(max_tokens=128)  # captions are short
 
 
 class RateColumn(ProgressColumn):
@@ -66,36 +67,27 @@ def summary_line(s, where: str) -> str:
             f"{s.items_per_min:.1f} items/min, {s.tokens_per_s:.1f} tok/s (batch {s.batch_size}) → {where}")
 
 
+@o.with_flag_groups
 def caption_cmd(
     inputs: Inputs,
     model: o.Model = DEFAULT_MODEL,
     bits: o.Bits = 4,
     out: Out = None,
     prompt: Annotated[str | None, typer.Option("--prompt", help="Instruction (default: a short caption.)")] = None,
-    system: Annotated[str | None, typer.Option("--system", help="System prompt.")] = None,
+    system: o.System = None,
     recursive: Annotated[bool, typer.Option("--recursive", "-r", help="Look into sub-folders.")] = False,
     fmt: Format = None,
     resume: Resume = True,
     batch_size: BatchSize = None,
     image_tokens: o.ImageTokens = None,
-    max_tokens: o.MaxTokens = 128,
-    temp: o.Temp = None,
-    top_p: o.TopP = None,
-    top_k: o.TopK = None,
-    min_p: o.MinP = None,
-    repetition_penalty: o.RepetitionPenalty = None,
-    seed: o.Seed = None,
-    stop: o.Stop = None,
-    thinking: o.Thinking = False,
+    sampling: o.SamplingFlags = CAPTION_SAMPLING,
 ) -> None:
     """Caption every image / audio / video file: one row per file (jsonl, csv) or NAME.txt files; resumable."""
     from mlx_gemma4.jobs.caption import CaptionJob
     from mlx_gemma4.jobs.runner import JobOptions, worker_count
 
     # Checked before the model loads: a bad flag, input or output is a usage error (exit 2) at once.
-    request = o.build_request(max_tokens=max_tokens, temp=temp, top_p=top_p, top_k=top_k, min_p=min_p,
-                              repetition_penalty=repetition_penalty, seed=seed, stop=stop, thinking=thinking,
-                              kv_bits=None, max_kv_size=None)
+    request = sampling.request()
     job = CaptionJob(inputs, out, fmt=fmt, recursive=recursive, resume=resume)
     opts = JobOptions(prompt=prompt, system=system, image_tokens=image_tokens, batch_size=batch_size,
                       workers=worker_count(), request=request)

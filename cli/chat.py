@@ -13,11 +13,10 @@ import typer
 from rich.markup import escape
 
 from mlx_gemma4.errors import InputError
-from mlx_gemma4.hub import DEFAULT_MODEL
 
 from . import options as o
 from .generate import print_stream
-from .report import PrefillProgress, err, load, load_draft, print_stats, result_json, stats_line
+from .report import PrefillProgress, err, load_generation, print_stats, result_json, stats_line
 
 HELP = """commands (a leading // sends a literal /):
   /image FILE   /audio FILE   /video FILE   attach a file to the next message
@@ -201,28 +200,12 @@ def read_message(tty: bool) -> str | None:
     return "\n".join(lines).strip()
 
 
+@o.with_flag_groups
 def chat_cmd(
     ctx: typer.Context,
-    model: o.Model = DEFAULT_MODEL,
-    bits: o.Bits = 4,
-    image: o.Images = None,
-    audio: o.Audio = None,
-    video: o.Videos = None,
-    system: o.System = None,
-    max_tokens: o.MaxTokens = o.DEFAULT_MAX_TOKENS,
-    temp: o.Temp = None,
-    top_p: o.TopP = None,
-    top_k: o.TopK = None,
-    min_p: o.MinP = None,
-    repetition_penalty: o.RepetitionPenalty = None,
-    seed: o.Seed = None,
-    stop: o.Stop = None,
-    image_tokens: o.ImageTokens = None,
-    kv_bits: o.KvBits = None,
-    max_kv_size: o.MaxKvSize = None,
-    draft: o.DraftOpt = "auto",
-    split_audio: o.SplitAudio = True,
-    thinking: o.Thinking = False,
+    flags: o.ModelFlags = o.MODEL_FLAGS,
+    message: o.MessageFlags = o.MESSAGE_FLAGS,
+    sampling: o.SamplingFlags = o.SAMPLING_FLAGS,
     as_json: Annotated[bool, typer.Option("--json", help="One JSON object per answer on stdout (JSON lines).")] = False,
 ) -> None:
     """Multi-turn chat. --image/--audio/--video go with the first message; /help lists the commands
@@ -230,18 +213,13 @@ def chat_cmd(
     Ctrl-D exits. With stdin piped, each line is a message and no prompt is printed."""
     from mlx_gemma4 import ChatSession
 
-    media = {"image": list(image or ()), "audio": list(audio or ()), "video": list(video or ())}
-    o.check_files(media["image"], media["audio"], media["video"])
-    request = o.build_request(max_tokens=max_tokens, temp=temp, top_p=top_p, top_k=top_k, min_p=min_p,
-                              repetition_penalty=repetition_penalty, seed=seed, stop=stop, thinking=thinking,
-                              kv_bits=kv_bits, max_kv_size=max_kv_size)
-    m, processor = load(model, bits, image_tokens, split_audio)
-    request = request.replace(draft_model=load_draft(o.draft_source(draft, model), bits, m, draft != "auto"))
+    first_files = message.by_kind()
+    m, processor, request = load_generation(flags, sampling.request(flags.kv_bits, flags.max_kv_size))
 
     def make_session(system_prompt: str | None, req) -> Any:
         return ChatSession(m, processor, system=system_prompt, request=req)
 
-    chat = ChatState(make_session(system, request), request, make_session, media,
+    chat = ChatState(make_session(message.system, request), request, make_session, first_files,
                      verbose=bool((ctx.obj or {}).get("verbose")), as_json=as_json)
     tty = sys.stdin.isatty()
     if tty:

@@ -8,11 +8,14 @@ way a bad value exits with status 2 and one line naming the flag.
 
 from __future__ import annotations
 
+import functools
+import inspect
 import math
 import os
 import sys
+from dataclasses import dataclass, fields, is_dataclass
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, get_type_hints
 
 import typer
 
@@ -135,6 +138,89 @@ def build_request(*, max_tokens: int, temp: float | None, top_p: float | None, t
         repetition_penalty=repetition_penalty, seed=seed, stop=tuple(stop or ()), thinking=thinking,
         kv_bits=kv_bits, max_kv_size=max_kv_size, draft_model=draft_model,
     )
+
+
+# Flag groups: a command declares ``sampling: SamplingFlags = SAMPLING_FLAGS`` (the default instance
+# carries that command's defaults) and ``with_flag_groups`` shows Typer the group's flags one by one.
+
+
+@dataclass(frozen=True)
+class SamplingFlags:
+    """How to sample and when to stop: the flags of every command that generates text."""
+
+    max_tokens: MaxTokens = DEFAULT_MAX_TOKENS
+    temp: Temp = None
+    top_p: TopP = None
+    top_k: TopK = None
+    min_p: MinP = None
+    repetition_penalty: RepetitionPenalty = None
+    seed: Seed = None
+    stop: Stop = None
+    thinking: Thinking = False
+
+    def request(self, kv_bits: int | None = None, max_kv_size: int | None = None):
+        """The validated ``GenerationRequest`` (before any model loads: a bad value exits 2 at once)."""
+        return build_request(max_tokens=self.max_tokens, temp=self.temp, top_p=self.top_p, top_k=self.top_k,
+                             min_p=self.min_p, repetition_penalty=self.repetition_penalty, seed=self.seed,
+                             stop=self.stop, thinking=self.thinking, kv_bits=kv_bits, max_kv_size=max_kv_size)
+
+
+@dataclass(frozen=True)
+class ModelFlags:
+    """Which checkpoint, how it is loaded, and the cache and drafter settings of ``generate`` and ``chat``."""
+
+    model: Model = DEFAULT_MODEL
+    bits: Bits = 4
+    image_tokens: ImageTokens = None
+    split_audio: SplitAudio = True
+    kv_bits: KvBits = None
+    max_kv_size: MaxKvSize = None
+    draft: DraftOpt = "auto"
+
+
+@dataclass(frozen=True)
+class MessageFlags:
+    """What goes with the (first) message: the system prompt and files, checked before any model loads."""
+
+    system: System = None
+    image: Images = None
+    audio: Audio = None
+    video: Videos = None
+
+    def by_kind(self) -> dict[str, list[str]]:
+        """``{"image": [...], "audio": [...], "video": [...]}``, each file checked (InputError naming the flag)."""
+        media = {"image": list(self.image or ()), "audio": list(self.audio or ()), "video": list(self.video or ())}
+        check_files(media["image"], media["audio"], media["video"])
+        return media
+
+
+# The usual defaults, as instances a signature can name (flag groups are frozen: sharing them is safe).
+MODEL_FLAGS, MESSAGE_FLAGS, SAMPLING_FLAGS = ModelFlags(), MessageFlags(), SamplingFlags()
+
+
+def with_flag_groups(command):
+    """Typer reads a command's flags from its signature: show it each flag group's fields as flags, and call
+    the command with them gathered back into the group (one declaration serves every command)."""
+    signature = inspect.signature(command, eval_str=True)
+    groups = {name: p.annotation for name, p in signature.parameters.items() if is_dataclass(p.annotation)}
+    flat = []
+    for name, param in signature.parameters.items():
+        if name not in groups:
+            flat.append(param.replace(kind=inspect.Parameter.KEYWORD_ONLY))
+            continue
+        hints = get_type_hints(groups[name], include_extras=True)
+        flat += [inspect.Parameter(f.name, inspect.Parameter.KEYWORD_ONLY, annotation=hints[f.name],
+                                   default=getattr(param.default, f.name)) for f in fields(groups[name])]
+
+    @functools.wraps(command)
+    def run(**flags):
+        for name, group in groups.items():
+            flags[name] = group(**{f.name: flags.pop(f.name) for f in fields(group)})
+        return command(**flags)
+
+    run.__signature__ = signature.replace(parameters=flat)
+    run.__annotations__ = {p.name: p.annotation for p in flat}
+    return run
 
 
 def draft_source(draft: str, model: str) -> str | None:

@@ -102,6 +102,16 @@ def load_draft(source: str | None, bits: int, target, required: bool = True) -> 
         return load_drafter(folder, target=target)
 
 
+def load_generation(flags, request) -> tuple[Any, Any, Any]:
+    """``(model, processor, request)`` for ``generate``/``chat``'s ``ModelFlags``, the request given
+    ``--draft``'s drafter (``--draft auto`` skips one that cannot be fetched)."""
+    from .options import draft_source
+
+    m, processor = load(flags.model, flags.bits, flags.image_tokens, flags.split_audio)
+    drafter = load_draft(draft_source(flags.draft, flags.model), flags.bits, m, flags.draft != "auto")
+    return m, processor, request.replace(draft_model=drafter)
+
+
 def stats_line(stats) -> str:
     """One labelled line; rates only where they were measured (no generation rate without tokens)."""
     parts = [f"prompt {stats.prompt_tokens} tok"]

@@ -391,7 +391,7 @@ def test_exit_status_by_kind_of_failure(raised, code, line, monkeypatch):
     def fail(*_args):
         raise raised
 
-    monkeypatch.setattr(generate_cli, "load", fail)
+    monkeypatch.setattr(generate_cli, "load_generation", fail)
     result = CliRunner().invoke(app, ["generate", "-m", "x", "hi"])
     assert result.exit_code == code
     assert result.stderr.splitlines() == [line]

@@ -113,3 +113,42 @@ def test_no_split_audio_reaches_the_processor(tiny_ckpt, tmp_path):
     soundfile.write(long_wav, np.zeros(16_000 * 31, dtype=np.float32), 16_000)  # 31 s: over the 30 s clip limit
     out = gemma4("generate", "-m", str(tiny_ckpt.path), "-n", "1", "--audio", str(long_wav), "--no-split-audio", "hi")
     assert out.returncode == 2 and "longer than the 30 s" in out.stderr, out.stderr
+
+
+def test_flag_groups_give_every_command_the_same_flags_with_its_own_defaults():
+    """generate, chat and caption read their sampling flags from one declaration (cli/options.py); a
+    command's default instance sets its defaults (captions are short); the group reaches the command whole."""
+    import typer.main
+    from mlx_gemma4.cli.app import app
+
+    def flags(name: str) -> dict[str, object]:
+        command = typer.main.get_command(app).commands[name]
+        return {opt: p.default for p in command.params for opt in p.opts if opt.startswith("--")}
+
+    generate, chat, caption = flags("generate"), flags("chat"), flags("caption")
+    sampling = {"--max-tokens", "--temp", "--top-p", "--top-k", "--min-p", "--repetition-penalty", "--seed",
+                "--stop", "--thinking"}
+    assert sampling <= set(generate) and sampling <= set(caption)
+    assert set(generate) - {"--json"} == set(chat) - {"--json"}  # chat's only other difference: no prompt
+    assert generate["--max-tokens"] == chat["--max-tokens"] == 512 and caption["--max-tokens"] == 128
+    assert {"--model", "--bits", "--image-tokens", "--system"} <= set(caption)
+
+
+def test_flag_group_reaches_the_command_as_one_object(monkeypatch):
+    from mlx_gemma4.cli import generate as generate_cli
+    from mlx_gemma4.cli.app import app
+    from typer.testing import CliRunner
+
+    seen = {}
+
+    def capture(flags, request):
+        seen.update(flags=flags, request=request)
+        raise KeyboardInterrupt  # stop before any model loads
+
+    monkeypatch.setattr(generate_cli, "load_generation", capture)
+    result = CliRunner().invoke(app, ["generate", "-m", "somewhere", "--bits", "8", "--kv-bits", "4",
+                                      "--top-k", "7", "--stop", "a", "--stop", "b", "hi"])
+    assert result.exit_code == 130
+    assert (seen["flags"].model, seen["flags"].bits, seen["flags"].kv_bits, seen["flags"].draft) == ("somewhere", 8, 4,
+                                                                                                     "auto")
+    assert (seen["request"].top_k, seen["request"].stop, seen["request"].max_tokens) == (7, ("a", "b"), 512)
