@@ -303,3 +303,25 @@ def test_only_loopback_binds_quietly():
 
     assert exposed_warning("127.0.0.1") is None and exposed_warning("localhost") is None
     assert "--api-key" in exposed_warning("0.0.0.0")
+
+
+def test_server_logs_the_engine_where_uvicorn_logs(monkeypatch):
+    """The batching engine is a library (caption uses it too) with its own logger; `gemma4 serve` sends it,
+    like its own, to uvicorn's handlers, so an unexpected prefill error's traceback reaches the server log."""
+    import logging
+
+    from mlx_gemma4.batching import engine
+    from mlx_gemma4.server.run import _share_uvicorn_logging
+
+    handler = logging.StreamHandler()
+    uvicorn_log = logging.getLogger("uvicorn.error")
+    monkeypatch.setattr(uvicorn_log, "handlers", [handler])
+    for name in ("mlx_gemma4.server", "mlx_gemma4.batching"):
+        logger = logging.getLogger(name)
+        monkeypatch.setattr(logger, "handlers", [])
+        monkeypatch.setattr(logger, "propagate", True)
+        monkeypatch.setattr(logger, "level", logger.level)
+    _share_uvicorn_logging("warning")
+    assert engine.log.name == "mlx_gemma4.batching"
+    assert engine.log.handlers == [handler] and not engine.log.propagate
+    assert logging.getLogger("mlx_gemma4.server").handlers == [handler]

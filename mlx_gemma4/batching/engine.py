@@ -32,7 +32,7 @@ from .job import Job
 from .prompt_cache import PromptCache, media_digest
 from .rows import Failed, Row
 
-log = logging.getLogger("mlx_gemma4.server")  # the server shows it; other users log nothing
+log = logging.getLogger("mlx_gemma4.batching")  # `gemma4 serve` routes it to uvicorn's handlers
 _MIN_SNAPSHOT = 8  # tokens; shorter shared prefixes are not worth a snapshot
 
 

@@ -22,12 +22,13 @@ def exposed_warning(host: str) -> str | None:
 
 
 def _share_uvicorn_logging(level: str) -> None:
-    """Our messages (model ready, load failure, unexpected errors) go where uvicorn's own go."""
-    ours = logging.getLogger("mlx_gemma4.server")
-    ours.setLevel(level.upper())
-    for handler in logging.getLogger("uvicorn.error").handlers:
-        ours.addHandler(handler)
-    ours.propagate = False
+    """Our messages (model ready, load failure, the engine's unexpected errors) go where uvicorn's own go."""
+    for name in ("mlx_gemma4.server", "mlx_gemma4.batching"):
+        ours = logging.getLogger(name)
+        ours.setLevel(level.upper())
+        for handler in logging.getLogger("uvicorn.error").handlers:
+            ours.addHandler(handler)
+        ours.propagate = False
 
 
 def serve(load_fn, config: ServerConfig, *, host: str = "127.0.0.1", port: int = 8080, max_concurrency: int = 8,
