@@ -72,11 +72,9 @@ class TextConfig:
     rms_norm_eps: float = 1e-6
     final_logit_softcapping: float | None = None
     attention_k_eq_v: bool = False
-    hidden_activation: str = "gelu_pytorch_tanh"
     use_bidirectional_attention: str | None = "vision"
     rope_parameters: dict[str, dict[str, Any]] = field(default_factory=lambda: dict(_DEFAULT_ROPE))
     pad_token_id: int = 0
-    num_kv_shared_layers: int = 0
     max_position_embeddings: int | None = None  # the context length (None: not stated, not enforced)
 
     @classmethod
@@ -104,6 +102,10 @@ class TextConfig:
         rope = {t: dict(rope.get(t) or _DEFAULT_ROPE[t]) for t in _DEFAULT_ROPE}
         if int(d.get("num_kv_shared_layers", 0) or 0) != 0:
             raise ModelLoadError("config.json: num_kv_shared_layers > 0 is not supported for the target model")
+        # The MLP computes gelu with the tanh approximation; any other activation would load and be wrong.
+        activation = d.get("hidden_activation", "gelu_pytorch_tanh")
+        if activation != "gelu_pytorch_tanh":
+            raise ModelLoadError(f"config.json: unsupported hidden_activation {activation!r} (gelu_pytorch_tanh only)")
         return cls(
             vocab_size=int(_require(d, "vocab_size", where)),
             hidden_size=int(_require(d, "hidden_size", where)),
@@ -119,7 +121,6 @@ class TextConfig:
             rms_norm_eps=float(d.get("rms_norm_eps", 1e-6)),
             final_logit_softcapping=d.get("final_logit_softcapping"),
             attention_k_eq_v=k_eq_v,
-            hidden_activation=d.get("hidden_activation", "gelu_pytorch_tanh"),
             use_bidirectional_attention=d.get("use_bidirectional_attention", "vision"),
             rope_parameters=rope,
             pad_token_id=int(d.get("pad_token_id", 0) or 0),
