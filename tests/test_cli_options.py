@@ -113,3 +113,53 @@ def test_no_split_audio_reaches_the_processor(tiny_ckpt, tmp_path):
     soundfile.write(long_wav, np.zeros(16_000 * 31, dtype=np.float32), 16_000)  # 31 s: over the 30 s clip limit
     out = gemma4("generate", "-m", str(tiny_ckpt.path), "-n", "1", "--audio", str(long_wav), "--no-split-audio", "hi")
     assert out.returncode == 2 and "longer than the 30 s" in out.stderr, out.stderr
+
+
+def test_generate_and_chat_build_the_same_request_from_every_flag(monkeypatch):
+    """Every shared flag reaches the GenerationRequest, under the same name in both commands (no model is loaded:
+    the library entry points are replaced by recorders)."""
+    from mlx_gemma4.cli import chat as chat_cli
+    from mlx_gemma4.cli import generate as generate_cli
+    from mlx_gemma4.cli.app import app
+    from typer.testing import CliRunner
+
+    import mlx_gemma4
+    from mlx_gemma4.generation.stats import GenerationStats
+    from mlx_gemma4.generation.types import GenerationResult
+
+    seen = {}
+
+    def fake_load(model, bits, image_tokens, split_audio):
+        seen["load"] = (model, bits, image_tokens, split_audio)
+        return object(), None
+
+    def fake_generate(model, processor, messages, request=None, **_kw):
+        seen["generate"] = request
+        return GenerationResult(text="", thinking="", token_ids=[], stats=GenerationStats(prompt_tokens=1))
+
+    class FakeSession:
+        def __init__(self, model, processor, system=None, request=None):
+            seen["chat"] = request
+
+    for module in (generate_cli, chat_cli):
+        monkeypatch.setattr(module, "load", fake_load)
+    monkeypatch.setattr(mlx_gemma4, "generate", fake_generate)
+    monkeypatch.setattr(mlx_gemma4, "ChatSession", FakeSession)
+    flags = ["-m", "some/model", "--bits", "8", "-n", "7", "--temp", "0.5", "--top-p", "0.8", "--top-k", "20",
+             "--min-p", "0.05", "--repetition-penalty", "1.1", "--seed", "3", "--stop", "END", "--stop", "###",
+             "--image-tokens", "140", "--max-kv-size", "4096", "--draft", "off", "--no-split-audio", "--thinking"]
+    runner = CliRunner()
+    assert runner.invoke(app, ["generate", *flags, "--json", "hi"]).exit_code == 0
+    assert runner.invoke(app, ["chat", *flags], input="").exit_code == 0
+    for name in ("generate", "chat"):
+        r = seen[name]
+        assert (r.max_tokens, r.temperature, r.top_p, r.top_k, r.min_p, r.repetition_penalty, r.seed, r.stop,
+                r.thinking, r.max_kv_size, r.kv_bits, r.draft_model) == (
+            7, 0.5, 0.8, 20, 0.05, 1.1, 3, ("END", "###"), True, 4096, None, None), name
+    assert seen["load"] == ("some/model", 8, 140, False)
+    # Unset flags: the same defaults in both commands (sampling from the checkpoint's generation config).
+    assert runner.invoke(app, ["generate", "--draft", "off", "--json", "hi"]).exit_code == 0
+    assert runner.invoke(app, ["chat", "--draft", "off"], input="").exit_code == 0
+    assert seen["generate"] == seen["chat"]
+    assert seen["chat"].max_tokens == 512 and seen["chat"].temperature is None
+    assert seen["load"][0] == "google/gemma-4-12B-it"
