@@ -8,7 +8,7 @@ from typing import Any
 
 from mlx.utils import tree_flatten
 
-from mlx_gemma4.config import ModelConfig
+from mlx_gemma4.config import ModelConfig, default_layer_types
 from mlx_gemma4.errors import ConversionError, ConversionInputError, Gemma4Error
 from mlx_gemma4.generation.sampling import GenerationDefaults
 from mlx_gemma4.jsonfile import read_json_object
@@ -170,7 +170,7 @@ def assistant_shapes(config: dict[str, Any]) -> dict[str, tuple[int, ...]]:
         backbone = int(config.get("backbone_hidden_size", 3840))
     except (KeyError, TypeError, ValueError) as e:
         raise ConversionInputError(f"config.json: assistant text_config lacks a size ({e})") from e
-    types = text.get("layer_types") or ["full_attention" if (i + 1) % 6 == 0 else "sliding_attention" for i in range(n)]
+    types = text.get("layer_types") or default_layer_types(n)
     per_layer = {int(k): v for k, v in (text.get("per_layer_config") or {}).items() if str(k).isdigit()}
     out: dict[str, tuple[int, ...]] = {
         "embed_tokens.weight": (vocab, h),

@@ -53,6 +53,13 @@ def _layer_geometry(d: dict[str, Any], layer_types: list[str], head_dim: int, kv
     return head_dims, kv
 
 
+def default_layer_types(n: int, full_every: int = 6) -> list[str]:
+    """Gemma 4's layer pattern when a config lists none: every ``full_every``-th layer full attention, the rest
+    sliding, and the last layer always full (as transformers forces it)."""
+    types = ["full_attention" if (i + 1) % full_every == 0 else "sliding_attention" for i in range(n)]
+    return [*types[:-1], "full_attention"] if types else types
+
+
 @dataclass
 class TextConfig:
     """The decoder (``text_config``)."""
@@ -84,9 +91,7 @@ class TextConfig:
         n_layers = int(_require(d, "num_hidden_layers", where))
         head_dim = int(_require(d, "head_dim", where))
         kv_heads = int(_require(d, "num_key_value_heads", where))
-        layer_types = d.get("layer_types") or [
-            "full_attention" if (i + 1) % 6 == 0 else "sliding_attention" for i in range(n_layers)
-        ]
+        layer_types = d.get("layer_types") or default_layer_types(n_layers)
         if len(layer_types) != n_layers:
             raise ModelLoadError(f"config.json: {len(layer_types)} layer_types for {n_layers} layers")
         if layer_types[-1] != "full_attention":
