@@ -15,6 +15,7 @@ from .errors import ModelLoadError
 
 SUPPORTED_MODEL_TYPES = ("gemma4_unified",)
 TEXT_ONLY_MODEL_TYPES = ("gemma4_unified_text",)
+ASSISTANT_MODEL_TYPE = "gemma4_unified_assistant"  # the MTP drafter
 
 _DEFAULT_ROPE = {
     "sliding_attention": {"rope_type": "default", "rope_theta": 10_000.0},
