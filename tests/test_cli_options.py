@@ -163,3 +163,15 @@ def test_generate_and_chat_build_the_same_request_from_every_flag(monkeypatch):
     assert seen["generate"] == seen["chat"]
     assert seen["chat"].max_tokens == 512 and seen["chat"].temperature is None
     assert seen["load"][0] == "google/gemma-4-12B-it"
+
+
+def test_the_default_model_offline_with_nothing_cached_is_one_line(tmp_path):
+    """No --model, HF_HUB_OFFLINE=1 and empty caches: exit 2 with one line saying what to run (real subprocess)."""
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "NO_COLOR": "1", "COLUMNS": "40", "HF_HOME": str(tmp_path / "hf"),
+           "HF_HUB_CACHE": str(tmp_path / "hf" / "hub"), "MLX_GEMMA4_CACHE": str(tmp_path / "converted")}
+    for args in (["generate", "hi"], ["chat"]):
+        out = subprocess.run([GEMMA4, *args], capture_output=True, text=True, env=env, input="", timeout=120)
+        assert out.returncode == 2 and out.stdout == "", out.stderr
+        lines = out.stderr.splitlines()
+        assert len(lines) == 1 and "google/gemma-4-12B-it" in lines[0], out.stderr
+        assert "run the same command once online" in lines[0] and "gemma4 convert" in lines[0]
