@@ -175,3 +175,18 @@ def test_the_default_model_offline_with_nothing_cached_is_one_line(tmp_path):
         lines = out.stderr.splitlines()
         assert len(lines) == 1 and "google/gemma-4-12B-it" in lines[0], out.stderr
         assert "run the same command once online" in lines[0] and "gemma4 convert" in lines[0]
+
+
+def test_ctrl_c_during_generate_exits_130_with_one_line(tiny_ckpt):
+    import signal
+
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "NO_COLOR": "1"}
+    proc = subprocess.Popen([GEMMA4, "generate", "-m", str(tiny_ckpt.path), "-n", "100000", "tell me a story"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    try:
+        assert proc.stdout.read(1)  # the answer has started
+        proc.send_signal(signal.SIGINT)
+        _, stderr = proc.communicate(timeout=60)
+    finally:
+        proc.kill()
+    assert proc.returncode == 130 and stderr.splitlines() == ["interrupted"], stderr
