@@ -7,8 +7,8 @@ Run from the repository root:  python benchmarks/quant_fidelity.py [--out benchm
 2. Conversions: ``gemma4 convert`` (library call) at 16 (bf16), 8 and 4 bits × uniform / mixed, loaded
    with ``mlx_gemma4.load``; KL(P_float ‖ P_converted) averaged over every position of a fixed set of
    prompts (text, image, audio, mixed), top-1 agreement, true bits per weight.
-3. The two special embedding rows (spec §2.3): relative reconstruction error of a row scaled like a
-   projected multimodal vector vs ordinary rows.
+3. The two special embedding rows (258882/258883, another scale than the rest): relative reconstruction
+   error of a row scaled like a projected multimodal vector vs ordinary rows.
 
 Checkpoints: the tiny reference (tests/reference.py TINY_TEXT, vocab 262144) and the real 12B layer
 sizes (REAL_12B_TEXT: hidden 3840, 1 sliding + 1 full layer, vocab 1024).
@@ -137,7 +137,7 @@ def main() -> None:
             lines.append("")
             print("\n".join(lines), flush=True)
     big, typical = special_rows()
-    lines += ["## Special embedding rows (spec §2.3)", "",
+    lines += ["## Special embedding rows (258882/258883, scaled like projected multimodal vectors)", "",
               f"4-bit g64 relative reconstruction error: a row 40× larger than the others {big:.4f}, "
               f"median ordinary row {typical:.4f}. Affine groups run along a row, so every row gets its own "
               "scales: a row of a different magnitude is quantized as well as any other.", ""]

@@ -8,7 +8,13 @@ from typing import Any
 
 from mlx.utils import tree_flatten
 
-from mlx_gemma4.config import ModelConfig
+from mlx_gemma4.config import (
+    ASSISTANT_MODEL_TYPE,
+    SUPPORTED_MODEL_TYPES,
+    TEXT_ONLY_MODEL_TYPES,
+    ModelConfig,
+    default_layer_types,
+)
 from mlx_gemma4.errors import ConversionError, ConversionInputError, Gemma4Error
 from mlx_gemma4.generation.sampling import GenerationDefaults
 from mlx_gemma4.jsonfile import read_json_object
@@ -17,8 +23,7 @@ from mlx_gemma4.weights import assistant_to_mlx_name, to_mlx_name
 
 from .safetensors_io import TensorInfo, read_header
 
-TARGET_TYPES = ("gemma4_unified", "gemma4_unified_text")
-ASSISTANT_TYPE = "gemma4_unified_assistant"
+TARGET_TYPES = (*SUPPORTED_MODEL_TYPES, *TEXT_ONLY_MODEL_TYPES)
 
 # Files copied unchanged next to the weights when the source has them.
 SIDE_FILES = (
@@ -56,7 +61,7 @@ class Source:
     @property
     def is_assistant(self) -> bool:
         """True for an MTP drafter checkpoint."""
-        return self.config.get("model_type") == ASSISTANT_TYPE
+        return self.config.get("model_type") == ASSISTANT_MODEL_TYPE
 
     @property
     def nbytes(self) -> int:
@@ -82,15 +87,15 @@ def read_source_config(folder: Path) -> dict[str, Any]:
         raise ConversionInputError(f"{folder}: no config.json (not a Hugging Face checkpoint folder)")
     config = read_json_object(path, ConversionInputError)
     model_type = config.get("model_type")
-    if model_type not in (*TARGET_TYPES, ASSISTANT_TYPE):
+    if model_type not in (*TARGET_TYPES, ASSISTANT_MODEL_TYPE):
         raise ConversionInputError(
             f"{path}: model_type {model_type!r} is not a Gemma 4 unified checkpoint "
-            f"(expected one of {', '.join((*TARGET_TYPES, ASSISTANT_TYPE))})"
+            f"(expected one of {', '.join((*TARGET_TYPES, ASSISTANT_MODEL_TYPE))})"
         )
     marker = config.get("mlx_gemma4")
     if config.get("quantization") or (isinstance(marker, dict) and marker.get("written_by") == "gemma4 convert"):
         raise ConversionInputError(f"{folder}: already an MLX converted folder; convert from the original checkpoint")
-    if model_type != TARGET_TYPES[1] and not isinstance(config.get("text_config"), dict):
+    if model_type not in TEXT_ONLY_MODEL_TYPES and not isinstance(config.get("text_config"), dict):
         raise ConversionInputError(f"{path}: 'text_config' is missing or not a JSON object")
     return config
 
@@ -140,7 +145,7 @@ def source_files(folder: Path) -> list[Path]:
 
 def expected_shapes(config: dict[str, Any], tensors: dict[str, TensorInfo]) -> dict[str, tuple[int, ...]]:
     """MLX parameter shapes the config implies (model built lazily: nothing is allocated)."""
-    if config.get("model_type") == ASSISTANT_TYPE:
+    if config.get("model_type") == ASSISTANT_MODEL_TYPE:
         return assistant_shapes(config)
     from mlx_gemma4.model.gemma4 import Gemma4Model
 
@@ -170,7 +175,7 @@ def assistant_shapes(config: dict[str, Any]) -> dict[str, tuple[int, ...]]:
         backbone = int(config.get("backbone_hidden_size", 3840))
     except (KeyError, TypeError, ValueError) as e:
         raise ConversionInputError(f"config.json: assistant text_config lacks a size ({e})") from e
-    types = text.get("layer_types") or ["full_attention" if (i + 1) % 6 == 0 else "sliding_attention" for i in range(n)]
+    types = text.get("layer_types") or default_layer_types(n)
     per_layer = {int(k): v for k, v in (text.get("per_layer_config") or {}).items() if str(k).isdigit()}
     out: dict[str, tuple[int, ...]] = {
         "embed_tokens.weight": (vocab, h),
@@ -207,7 +212,7 @@ def open_source(src: str | Path) -> Source:
     folder = resolve_source(src)
     config = read_source_config(folder)
     side_files = check_side_files(folder)
-    rename = assistant_to_mlx_name if config.get("model_type") == ASSISTANT_TYPE else to_mlx_name
+    rename = assistant_to_mlx_name if config.get("model_type") == ASSISTANT_MODEL_TYPE else to_mlx_name
     tensors: dict[str, TensorInfo] = {}
     shards = source_files(folder)
     for f in shards:
@@ -220,7 +225,7 @@ def open_source(src: str | Path) -> Source:
         expected, {k: t.shape for k, t in tensors.items()}, f"{folder}: checkpoint", ConversionInputError,
         shown=lambda name: tensors[name].name,
     )
-    missing = [] if config.get("model_type") == ASSISTANT_TYPE else missing_side_files(folder, side_files)
+    missing = [] if config.get("model_type") == ASSISTANT_MODEL_TYPE else missing_side_files(folder, side_files)
     files = [folder / "config.json", *shards, *(folder / n for n in side_files)]
     index = folder / "model.safetensors.index.json"
     if index.is_file():

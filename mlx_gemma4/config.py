@@ -15,6 +15,7 @@ from .errors import ModelLoadError
 
 SUPPORTED_MODEL_TYPES = ("gemma4_unified",)
 TEXT_ONLY_MODEL_TYPES = ("gemma4_unified_text",)
+ASSISTANT_MODEL_TYPE = "gemma4_unified_assistant"  # the MTP drafter
 
 _DEFAULT_ROPE = {
     "sliding_attention": {"rope_type": "default", "rope_theta": 10_000.0},
@@ -53,6 +54,13 @@ def _layer_geometry(d: dict[str, Any], layer_types: list[str], head_dim: int, kv
     return head_dims, kv
 
 
+def default_layer_types(n: int, full_every: int = 6) -> list[str]:
+    """Gemma 4's layer pattern when a config lists none: every ``full_every``-th layer full attention, the rest
+    sliding, and the last layer always full (as transformers forces it)."""
+    types = ["full_attention" if (i + 1) % full_every == 0 else "sliding_attention" for i in range(n)]
+    return [*types[:-1], "full_attention"] if types else types
+
+
 @dataclass
 class TextConfig:
     """The decoder (``text_config``)."""
@@ -72,11 +80,9 @@ class TextConfig:
     rms_norm_eps: float = 1e-6
     final_logit_softcapping: float | None = None
     attention_k_eq_v: bool = False
-    hidden_activation: str = "gelu_pytorch_tanh"
     use_bidirectional_attention: str | None = "vision"
     rope_parameters: dict[str, dict[str, Any]] = field(default_factory=lambda: dict(_DEFAULT_ROPE))
     pad_token_id: int = 0
-    num_kv_shared_layers: int = 0
     max_position_embeddings: int | None = None  # the context length (None: not stated, not enforced)
 
     @classmethod
@@ -86,9 +92,7 @@ class TextConfig:
         n_layers = int(_require(d, "num_hidden_layers", where))
         head_dim = int(_require(d, "head_dim", where))
         kv_heads = int(_require(d, "num_key_value_heads", where))
-        layer_types = d.get("layer_types") or [
-            "full_attention" if (i + 1) % 6 == 0 else "sliding_attention" for i in range(n_layers)
-        ]
+        layer_types = d.get("layer_types") or default_layer_types(n_layers)
         if len(layer_types) != n_layers:
             raise ModelLoadError(f"config.json: {len(layer_types)} layer_types for {n_layers} layers")
         if layer_types[-1] != "full_attention":
@@ -104,6 +108,10 @@ class TextConfig:
         rope = {t: dict(rope.get(t) or _DEFAULT_ROPE[t]) for t in _DEFAULT_ROPE}
         if int(d.get("num_kv_shared_layers", 0) or 0) != 0:
             raise ModelLoadError("config.json: num_kv_shared_layers > 0 is not supported for the target model")
+        # The MLP computes gelu with the tanh approximation; any other activation would load and be wrong.
+        activation = d.get("hidden_activation", "gelu_pytorch_tanh")
+        if activation != "gelu_pytorch_tanh":
+            raise ModelLoadError(f"config.json: unsupported hidden_activation {activation!r} (gelu_pytorch_tanh only)")
         return cls(
             vocab_size=int(_require(d, "vocab_size", where)),
             hidden_size=int(_require(d, "hidden_size", where)),
@@ -119,7 +127,6 @@ class TextConfig:
             rms_norm_eps=float(d.get("rms_norm_eps", 1e-6)),
             final_logit_softcapping=d.get("final_logit_softcapping"),
             attention_k_eq_v=k_eq_v,
-            hidden_activation=d.get("hidden_activation", "gelu_pytorch_tanh"),
             use_bidirectional_attention=d.get("use_bidirectional_attention", "vision"),
             rope_parameters=rope,
             pad_token_id=int(d.get("pad_token_id", 0) or 0),

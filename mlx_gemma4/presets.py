@@ -10,6 +10,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from .config import default_layer_types
+
 # Text decoder sizes; ``full_every``: every n-th layer is a full-attention layer (the last one always is).
 _TEXT: dict[str, dict[str, int]] = {
     "12b": dict(vocab_size=262144, hidden_size=3840, intermediate_size=15360, num_hidden_layers=48,
@@ -38,20 +40,13 @@ GEOMETRIES = tuple(_TEXT)
 SOFTCAP = 30.0
 
 
-def layer_types(n: int, full_every: int) -> list[str]:
-    """Every ``full_every``-th layer full attention, the rest sliding; the last layer always full."""
-    types = ["full_attention" if (i + 1) % full_every == 0 else "sliding_attention" for i in range(n)]
-    types[-1] = "full_attention"  # as transformers forces it
-    return types
-
-
 def text_preset(geometry: str, layers: int | None = None, **overrides: Any) -> dict[str, Any]:
     """A text config of ``geometry`` (sizes, layer pattern, K = V on full layers, soft-capping)."""
     if geometry not in _TEXT:
         raise ValueError(f"unknown geometry {geometry!r} (choose from {', '.join(GEOMETRIES)})")
     text: dict[str, Any] = dict(_TEXT[geometry])
     n = layers or text["num_hidden_layers"]
-    text.update(num_hidden_layers=n, layer_types=layer_types(n, _FULL_EVERY[geometry]),
+    text.update(num_hidden_layers=n, layer_types=default_layer_types(n, _FULL_EVERY[geometry]),
                 attention_k_eq_v=True, final_logit_softcapping=SOFTCAP)
     text.update(overrides)
     return text

@@ -57,7 +57,7 @@ def kl_top1(reference: np.ndarray, test: np.ndarray) -> tuple[float, float]:
     return float(kl), float(top1)
 
 
-# -- an MTP drafter checkpoint written by hand from spec §8.1 (transformers 5.23 cannot build one) ----------
+# -- an MTP drafter checkpoint written by hand (transformers 5.23 cannot build one) ------------------------
 
 _A = text_preset("tiny-assistant")
 TINY_ASSISTANT = dict(hidden=_A["hidden_size"], intermediate=_A["intermediate_size"], heads=_A["num_attention_heads"],

@@ -1,4 +1,4 @@
-"""Reference fixtures: tiny random Gemma 4 unified checkpoints built with transformers (spec §9.4).
+"""Reference fixtures: tiny random Gemma 4 unified checkpoints built with transformers.
 
 Everything that makes a random model able to reveal bugs is randomised: every norm weight, the
 LayerNorm biases, ``layer_scalar`` and the position table. q/k norm weights are drawn around

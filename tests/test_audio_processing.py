@@ -1,4 +1,4 @@
-"""Audio preprocessing vs. the reference ``Gemma4UnifiedAudioFeatureExtractor`` (spec §6.2).
+"""Audio preprocessing vs. the reference ``Gemma4UnifiedAudioFeatureExtractor``.
 
 The reference takes 16 kHz arrays and only frames them; decoding, downmixing and resampling are the
 port's own (soundfile + soxr), checked here against what the files contain: exact samples for

@@ -152,3 +152,78 @@ def test_flag_group_reaches_the_command_as_one_object(monkeypatch):
     assert (seen["flags"].model, seen["flags"].bits, seen["flags"].kv_bits, seen["flags"].draft) == ("somewhere", 8, 4,
                                                                                                      "auto")
     assert (seen["request"].top_k, seen["request"].stop, seen["request"].max_tokens) == (7, ("a", "b"), 512)
+
+
+def test_generate_and_chat_build_the_same_request_from_every_flag(monkeypatch):
+    """Every shared flag reaches the GenerationRequest, under the same name in both commands (no model is loaded:
+    the library entry points are replaced by recorders)."""
+    from mlx_gemma4.cli import report
+    from mlx_gemma4.cli.app import app
+    from typer.testing import CliRunner
+
+    import mlx_gemma4
+    from mlx_gemma4.generation.stats import GenerationStats
+    from mlx_gemma4.generation.types import GenerationResult
+
+    seen = {}
+
+    def fake_load(model, bits, image_tokens, split_audio):
+        seen["load"] = (model, bits, image_tokens, split_audio)
+        return object(), None
+
+    def fake_generate(model, processor, messages, request=None, **_kw):
+        seen["generate"] = request
+        return GenerationResult(text="", thinking="", token_ids=[], stats=GenerationStats(prompt_tokens=1))
+
+    class FakeSession:
+        def __init__(self, model, processor, system=None, request=None):
+            seen["chat"] = request
+
+    monkeypatch.setattr(report, "load", fake_load)  # what load_generation calls for both commands
+    monkeypatch.setattr(mlx_gemma4, "generate", fake_generate)
+    monkeypatch.setattr(mlx_gemma4, "ChatSession", FakeSession)
+    flags = ["-m", "some/model", "--bits", "8", "-n", "7", "--temp", "0.5", "--top-p", "0.8", "--top-k", "20",
+             "--min-p", "0.05", "--repetition-penalty", "1.1", "--seed", "3", "--stop", "END", "--stop", "###",
+             "--image-tokens", "140", "--max-kv-size", "4096", "--draft", "off", "--no-split-audio", "--thinking"]
+    runner = CliRunner()
+    assert runner.invoke(app, ["generate", *flags, "--json", "hi"]).exit_code == 0
+    assert runner.invoke(app, ["chat", *flags], input="").exit_code == 0
+    for name in ("generate", "chat"):
+        r = seen[name]
+        assert (r.max_tokens, r.temperature, r.top_p, r.top_k, r.min_p, r.repetition_penalty, r.seed, r.stop,
+                r.thinking, r.max_kv_size, r.kv_bits, r.draft_model) == (
+            7, 0.5, 0.8, 20, 0.05, 1.1, 3, ("END", "###"), True, 4096, None, None), name
+    assert seen["load"] == ("some/model", 8, 140, False)
+    # Unset flags: the same defaults in both commands (sampling from the checkpoint's generation config).
+    assert runner.invoke(app, ["generate", "--draft", "off", "--json", "hi"]).exit_code == 0
+    assert runner.invoke(app, ["chat", "--draft", "off"], input="").exit_code == 0
+    assert seen["generate"] == seen["chat"]
+    assert seen["chat"].max_tokens == 512 and seen["chat"].temperature is None
+    assert seen["load"][0] == "google/gemma-4-12B-it"
+
+
+def test_the_default_model_offline_with_nothing_cached_is_one_line(tmp_path):
+    """No --model, HF_HUB_OFFLINE=1 and empty caches: exit 2 with one line saying what to run (real subprocess)."""
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "NO_COLOR": "1", "COLUMNS": "40", "HF_HOME": str(tmp_path / "hf"),
+           "HF_HUB_CACHE": str(tmp_path / "hf" / "hub"), "MLX_GEMMA4_CACHE": str(tmp_path / "converted")}
+    for args in (["generate", "hi"], ["chat"]):
+        out = subprocess.run([GEMMA4, *args], capture_output=True, text=True, env=env, input="", timeout=120)
+        assert out.returncode == 2 and out.stdout == "", out.stderr
+        lines = out.stderr.splitlines()
+        assert len(lines) == 1 and "google/gemma-4-12B-it" in lines[0], out.stderr
+        assert "run the same command once online" in lines[0] and "gemma4 convert" in lines[0]
+
+
+def test_ctrl_c_during_generate_exits_130_with_one_line(tiny_ckpt):
+    import signal
+
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "NO_COLOR": "1"}
+    proc = subprocess.Popen([GEMMA4, "generate", "-m", str(tiny_ckpt.path), "-n", "100000", "tell me a story"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    try:
+        assert proc.stdout.read(1)  # the answer has started
+        proc.send_signal(signal.SIGINT)
+        _, stderr = proc.communicate(timeout=60)
+    finally:
+        proc.kill()
+    assert proc.returncode == 130 and stderr.splitlines() == ["interrupted"], stderr

@@ -86,3 +86,28 @@ def test_bad_chat_file_exits_before_loading(tmp_path):
     out = subprocess.run([GEMMA4, "chat", "-m", str(tmp_path / "no-model"), "--image", str(tmp_path / "x.png")],
                          capture_output=True, text=True, env=ENV, timeout=120)
     assert out.returncode == 2 and "--image" in out.stderr and "x.png" in out.stderr
+
+
+def test_piped_chat_commands_take_effect(tiny_ckpt, tmp_path):
+    """/system, /think, /audio, /video and a \"\"\" block, each seen in the next answer's prompt or the saved JSON."""
+    examples = Path(CHART).parent
+    saved = tmp_path / "conversation.json"
+    lines = ["hi", "/system be brief", "hi", "hi", "/think on", "hi", f"/audio {examples / 'speech.ogg'}", "hi",
+             f"/video {examples / 'bouncing_ball.mp4'}", "hi", '"""', "line one", "line two", '"""', f"/save {saved}"]
+    out = subprocess.run([GEMMA4, "chat", "-m", str(tiny_ckpt.path), "--temp", "0", "-n", "1", "--json"],
+                         input="\n".join(lines) + "\n", capture_output=True, text=True, env=ENV, timeout=300)
+    assert out.returncode == 0, out.stderr
+    prompt = [json.loads(line)["prompt_tokens"] for line in out.stdout.splitlines()]
+    assert len(prompt) == 7, out.stdout
+    alone, with_system, follow_up, thinking, with_audio, with_video, _block = prompt
+    assert with_system > alone  # /system: a new conversation whose first turn carries the system prompt
+    assert thinking > follow_up  # /think on changes the rendered conversation, so more of it is prefilled
+    assert with_audio > follow_up + 10 and with_video > with_audio  # the attached clip's soft tokens
+    assert "system prompt set" in out.stderr and "thinking on" in out.stderr
+    messages = json.loads(saved.read_text())["messages"]
+    assert messages[0] == {"role": "system", "content": "be brief"}
+    users = [m["content"] for m in messages if m["role"] == "user"]
+    assert [item["type"] for item in users[3]] == ["audio", "text"]
+    assert [item["type"] for item in users[4]] == ["video", "text"]
+    assert users[5] == [{"type": "text", "text": "line one\nline two"}]
+    assert len(users) == 6  # the conversation before /system is gone

@@ -186,7 +186,7 @@ def test_synth_12b_geometry_shapes_without_allocating(tmp_path):
     from mlx_gemma4.convert.synth import geometry_config, hf_shapes
 
     shapes = hf_shapes(geometry_config("12b", None, "bfloat16"))
-    assert sum(int(np.prod(s)) for s in shapes.values()) == 11_959_730_224  # spec §1.5
+    assert sum(int(np.prod(s)) for s in shapes.values()) == 11_959_730_224  # the official 12B parameter count
     assert shapes["model.language_model.layers.5.self_attn.k_proj.weight"] == (512, 3840)
     assert "model.language_model.layers.5.self_attn.v_proj.weight" not in shapes
     drafter = hf_shapes(geometry_config("12b-assistant", None, "bfloat16"))

@@ -1,4 +1,4 @@
-"""Image preprocessing vs. the live transformers reference (``Gemma4UnifiedImageProcessor``, spec §6.1).
+"""Image preprocessing vs. the live transformers reference (``Gemma4UnifiedImageProcessor``).
 
 Soft-token counts, position ids and padding must be identical. Pixel values must be identical when no
 resize happens (decode, RGB conversion, rescale and patch layout are then all that is left); after a

@@ -18,3 +18,17 @@ def test_real_12b_layer_sizes_match_reference(real_geometry_ckpt):
     ours = np.array(model(**prompt.mlx_kwargs()))
     ref = reference_logits(ck, prompt)
     assert np.abs(ours - ref).max() <= 1e-3
+
+
+def test_one_default_layer_pattern():
+    """config.default_layer_types is the pattern a config without layer_types gets, and the presets' pattern."""
+    from mlx_gemma4.config import TextConfig, default_layer_types
+    from mlx_gemma4.presets import text_preset
+
+    full = [i for i, t in enumerate(default_layer_types(48)) if t == "full_attention"]
+    assert full == [5, 11, 17, 23, 29, 35, 41, 47]
+    assert default_layer_types(4) == ["sliding_attention"] * 3 + ["full_attention"]  # the last is always full
+    preset = text_preset("12b")
+    assert preset["layer_types"] == default_layer_types(48)
+    no_pattern = {k: v for k, v in preset.items() if k != "layer_types"}
+    assert TextConfig.from_dict(no_pattern).layer_types == preset["layer_types"]

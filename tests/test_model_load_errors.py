@@ -42,6 +42,12 @@ def test_wrong_model_type(ckpt_copy):
         load(ckpt_copy)
 
 
+def test_unsupported_activation_is_refused(ckpt_copy):
+    _edit_config(ckpt_copy, lambda c: c["text_config"].update(hidden_activation="silu"))
+    with pytest.raises(ModelLoadError, match="unsupported hidden_activation 'silu'"):
+        load(ckpt_copy)
+
+
 def test_missing_tensor_is_named(ckpt_copy):
     name = "model.language_model.layers.3.mlp.up_proj.weight"
     _edit_weights(ckpt_copy, lambda w: w.pop(name))

@@ -1,4 +1,4 @@
-"""Prompt ids and model inputs vs. the transformers ``Gemma4UnifiedProcessor`` (spec §7).
+"""Prompt ids and model inputs vs. the transformers ``Gemma4UnifiedProcessor``.
 
 Both sides load the same stand-in checkpoint folder (tokenizer, chat template, processor config written
 by transformers' own ``save_pretrained``); the reference renders the template, expands placeholders

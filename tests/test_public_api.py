@@ -37,3 +37,42 @@ def test_every_package_folder_is_in_the_wheel():
             rel = init.parent.relative_to(folder).parts
             found.add(".".join([name, *rel]))
     assert found == listed
+
+
+def test_every_third_party_import_is_declared():
+    """Each package the library, CLI or converter imports by name is a dependency (or an extra's) in pyproject,
+    not something that only arrives through mlx-lm or typer."""
+    import ast
+    import re
+    import sys
+    from importlib.metadata import packages_distributions
+    from pathlib import Path
+
+    import tomllib
+
+    root = Path(__file__).resolve().parents[1]
+    project = tomllib.loads((root / "pyproject.toml").read_text())["project"]
+    runtime = [*project["dependencies"], *project["optional-dependencies"]["cpu"],
+               *project["optional-dependencies"]["serve"]]
+    declared = {re.split(r"[\[<>=!~; ]", spec, maxsplit=1)[0].lower().replace("_", "-") for spec in runtime}
+    imported: dict[str, str] = {}
+    for folder in ("mlx_gemma4", "cli", "convert"):
+        for path in (root / folder).rglob("*.py"):
+            for node in ast.walk(ast.parse(path.read_text())):
+                if isinstance(node, ast.Import):
+                    names = [alias.name for alias in node.names]
+                elif isinstance(node, ast.ImportFrom) and node.level == 0:
+                    names = [node.module]
+                else:
+                    continue
+                for name in names:
+                    top = name.split(".")[0]
+                    if top not in sys.stdlib_module_names and top != "mlx_gemma4":
+                        imported.setdefault(top, str(path.relative_to(root)))
+    dists = packages_distributions()
+    missing = {}
+    for top, where in imported.items():
+        names = {d.lower().replace("_", "-") for d in dists.get(top, [top])}
+        if not names & declared:
+            missing[top] = where
+    assert not missing, f"imported but not declared in pyproject.toml: {missing}"

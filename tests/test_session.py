@@ -94,3 +94,33 @@ def test_earlier_media_are_decoded_once_and_replies_do_not_change(tiny_ckpt, mon
     monkeypatch.setattr(processor_module, "content_key", lambda source: None)  # no memo: decoded every turn
     assert conversation() == with_memo
     assert len(decoded) == 2 + 3 + 3
+
+
+def test_conversation_names_every_file_it_was_given(tiny_ckpt, tmp_path):
+    """``conversation()`` puts each separately given source inline, so a saved chat says which file went where."""
+    from pathlib import Path
+
+    import soundfile
+
+    from mlx_gemma4.processing import Processor
+
+    loaded, processor = load(tiny_ckpt.path)
+    chart = str(Path(__file__).resolve().parents[1] / "examples" / "chart.png")
+    wave = np.zeros(1600, np.float32)
+    soundfile.write(tmp_path / "beep.wav", wave, 16_000)
+    session = ChatSession(loaded, processor, system="be brief", temperature=0, max_tokens=1)
+    session.ask("what is this?", images=[chart])
+    session.ask("and this?", audio=[wave, tmp_path / "beep.wav"])
+    inline = {"role": "user", "content": [{"type": "image", "image": chart}, {"type": "text", "text": "own"}]}
+    session.ask(inline)
+    users = [m["content"] for m in session.conversation() if m["role"] == "user"]
+    assert users[0][0] == {"type": "image", "path": chart}
+    assert users[1][:2] == [{"type": "audio", "source": "<audio array (1600,)>"},
+                            {"type": "audio", "path": str(tmp_path / "beep.wav")}]
+    assert users[2] == inline["content"]
+    assert session.messages[1]["content"][0] == {"type": "image"}  # the session's own record is unchanged
+    # The first turn read back with its inline path renders the same prompt as the original call did.
+    first = [session.conversation()[0], {"role": "user", "content": users[0]}]
+    again = Processor.from_pretrained(tiny_ckpt.path)(first)
+    original = processor([session.messages[0], session.messages[1]], images=[chart])
+    assert again.input_ids.tolist() == original.input_ids.tolist()

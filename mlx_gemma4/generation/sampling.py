@@ -19,7 +19,8 @@ from ..errors import ModelLoadError
 from ..jsonfile import read_json_object
 from .request import GenerationRequest
 
-# Spec §7.4: what the converter writes; used when a checkpoint has no generation_config.json.
+# The official checkpoint's generation_config.json (sampling defaults; eos = <eos>, <turn|>, <|tool_response>),
+# used when a checkpoint has none.
 _FALLBACK = {"temperature": 1.0, "top_k": 64, "top_p": 0.95, "eos_token_id": [1, 106, 50]}
 
 

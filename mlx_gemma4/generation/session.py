@@ -14,6 +14,7 @@ cache is trimmed back, or rebuilt from the recorded segments when a sliding cach
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -23,7 +24,10 @@ import numpy as np
 
 from ..errors import InputError
 from ..model.cache import cache_offset, can_trim_cache, make_cache, trim_cache
-from ..processing.modalities import MODALITIES
+from ..processing import audio as audio_mod
+from ..processing import image as image_mod
+from ..processing import video as video_mod
+from ..processing.modalities import BY_MESSAGE_TYPE, MODALITIES
 from ..processing.prompt import token_id
 from .engine import GenerationRun
 from .inputs import PreparedInput, encode_messages, media_lists, prepare_input, tokenizer_of, user_message
@@ -31,6 +35,22 @@ from .prefill import prefill
 from .request import GenerationRequest, make_request
 from .sampling import model_defaults
 from .types import GenerationChunk, GenerationResult, collect
+
+_DESCRIBE = {"image": image_mod.describe_source, "audio": audio_mod.describe_source,
+             "video": video_mod.describe_source}
+
+
+def _with_source(item: Any, given: dict[str, Iterator]) -> Any:
+    """A content item with its source inline: its own, or the next one given separately for its modality."""
+    modality = BY_MESSAGE_TYPE.get(item.get("type")) if isinstance(item, dict) else None
+    if modality is None or any(item.get(k) is not None for k in modality.source_keys):
+        return item
+    source = next(given[modality.name], None)
+    if source is None:
+        return item
+    if isinstance(source, (str, os.PathLike)):
+        return {**item, "path": os.fsdecode(source)}
+    return {**item, "source": _DESCRIBE[modality.name](source)}
 
 
 @dataclass
@@ -90,6 +110,19 @@ class ChatSession:
     def ask(self, message, **kwargs: Any) -> GenerationResult:
         """``send`` collected into one result."""
         return collect(self.send(message, **kwargs))
+
+    def conversation(self) -> list[dict]:
+        """``messages`` with every image/audio/video item naming its source inline, as a processor reads it back
+        (``{"type": "image", "path": "photo.jpg"}``; in-memory data is described: ``{"type": "audio", "source":
+        "<audio array (16000,)>"}``). ``messages`` alone has bare items for sources given as ``images=`` etc."""
+        given = {name: iter(sources) for name, sources in self._media.items()}
+        out = []
+        for message in self.messages:
+            content = message["content"]
+            if isinstance(content, list):
+                content = [_with_source(item, given) for item in content]
+            out.append({**message, "content": content})
+        return out
 
     def reset(self) -> None:
         """Forget the conversation and empty the cache."""

@@ -113,11 +113,10 @@ class FileSink:
     def __init__(self, path: Path, fmt: str, columns: tuple[str, ...] = COLUMNS,
                  key: Callable[[dict[str, Any]], str] = lambda row: row["file_name"]):
         self.path, self.fmt, self.columns, self.key = Path(path), fmt, columns, key
-        self.repaired_bytes = 0
         self.done: set[str] = set()
         _check_writable(self.path)
         if self.path.exists() and self.path.stat().st_size:
-            self.repaired_bytes = repair_tail(self.path, fmt)
+            repair_tail(self.path, fmt)
             self.done = {key(r) for r in read_rows(self.path, fmt)}
         # O_APPEND: every write lands at the end, never over earlier rows.
         self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
@@ -155,7 +154,6 @@ class TxtSink:
     so a file is either whole or absent. Failed items get no file (they are retried by the next run)."""
 
     fmt = "txt"
-    repaired_bytes = 0
 
     def __init__(self, folder: Path | None, root: Path, items):
         self.folder, self.root = (Path(folder) if folder is not None else None), root

@@ -26,11 +26,9 @@ from __future__ import annotations
 import mlx.core as mx
 import mlx.nn as nn
 
-from ..config import TextConfig
+from ..config import ASSISTANT_MODEL_TYPE, TextConfig
 from ..errors import ModelLoadError
 from .decoder import DecoderLayer, RMSNorm, Rope
-
-ASSISTANT_TYPE = "gemma4_unified_assistant"
 
 
 class DraftAttention(nn.Module):
@@ -93,8 +91,9 @@ class Drafter(nn.Module):
 
 def drafter_config(raw: dict) -> tuple[TextConfig, int]:
     """(text config, backbone hidden size) of an assistant ``config.json``."""
-    if raw.get("model_type") != ASSISTANT_TYPE:
-        raise ModelLoadError(f"not an MTP drafter: model_type {raw.get('model_type')!r} (want {ASSISTANT_TYPE!r})")
+    if raw.get("model_type") != ASSISTANT_MODEL_TYPE:
+        raise ModelLoadError(
+            f"not an MTP drafter: model_type {raw.get('model_type')!r} (want {ASSISTANT_MODEL_TYPE!r})")
     if raw.get("use_ordered_embeddings"):
         raise ModelLoadError("drafters with use_ordered_embeddings (centroid head) are not supported")
     text = dict(raw.get("text_config") or {})

@@ -16,6 +16,7 @@ import soundfile as sf
 import soxr
 
 from ..errors import InputError
+from . import sources
 from .audio_checks import SNIFF_BYTES, check_wav_length, may_reach_mpg123, quiet_stderr
 from .sources import check_path, open_binary
 
@@ -41,17 +42,15 @@ class ProcessedAudio:
         return [c.shape[0] for c in self.clips]
 
 
+def _name_object(source: object) -> str | None:
+    if isinstance(source, np.ndarray):
+        return f"audio array {source.shape}"
+    return "audio (array, rate)" if isinstance(source, tuple) else None
+
+
 def describe_source(source: object) -> str:
     """A short name for an audio source in error messages."""
-    if isinstance(source, (str, os.PathLike)):
-        return str(source)
-    if isinstance(source, (bytes, bytearray, memoryview)):
-        return f"<{len(source)} bytes of audio>"
-    if isinstance(source, np.ndarray):
-        return f"<audio array {source.shape}>"
-    if isinstance(source, tuple):
-        return "<audio (array, rate)>"
-    return f"<{type(source).__name__}>"
+    return sources.describe_source(source, "audio", _name_object)
 
 
 def _decode(source: AudioSource, name: str) -> tuple[np.ndarray, int]:

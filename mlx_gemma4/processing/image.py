@@ -19,6 +19,7 @@ import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from ..errors import InputError
+from . import sources
 from .sources import check_path, open_binary
 
 SUPPORTED_BUDGETS = (70, 140, 280, 560, 1120)
@@ -50,14 +51,10 @@ class ProcessedImage:
 
 
 def describe_source(source: object) -> str:
-    """A short name for a source in error messages (the path, or what kind of object it is)."""
-    if isinstance(source, (str, os.PathLike)):
-        return str(source)
-    if isinstance(source, (bytes, bytearray, memoryview)):
-        return f"<{len(source)} bytes>"
-    if isinstance(source, Image.Image):
-        return f"<PIL image {source.mode} {source.width}x{source.height}>"
-    return f"<{type(source).__name__}>"
+    """A short name for an image source in error messages (the path, or what kind of object it is)."""
+    return sources.describe_source(
+        source, "image",
+        lambda s: f"PIL image {s.mode} {s.width}x{s.height}" if isinstance(s, Image.Image) else None)
 
 
 def check_budget(budget: int) -> int:

@@ -1,5 +1,6 @@
-"""The one check of a file path given as an image or audio source, before any byte of it is decoded; and
-the key that says two sources hold the same content (so a caller may reuse what one of them decoded to)."""
+"""What the image, audio and video decoders share about a source: the one check of a file path before any
+byte of it is decoded, its short name in error messages, and the key that says two sources hold the same
+content (so a caller may reuse what one of them decoded to)."""
 
 from __future__ import annotations
 
@@ -43,6 +44,17 @@ def open_binary(path: Path, name: str):
     except OSError as e:
         raise InputError(f"{name}: cannot read file ({e.strerror or e})") from e
 
+
+
+def describe_source(source: object, what: str, name_object=None) -> str:
+    """A short name for a source in error messages: the path, ``<N bytes of WHAT>``, or for an in-memory object
+    what ``name_object(source)`` says (None: its type name)."""
+    if isinstance(source, (str, os.PathLike)):
+        return str(source)
+    if isinstance(source, (bytes, bytearray, memoryview)):
+        return f"<{len(source)} bytes of {what}>"
+    named = name_object(source) if name_object is not None else None
+    return f"<{named or type(source).__name__}>"
 
 
 def content_key(source) -> tuple | None:

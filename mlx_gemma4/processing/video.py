@@ -31,6 +31,7 @@ from PIL import Image
 
 from ..errors import InputError
 from . import image as image_mod
+from . import sources
 from .sources import check_path
 
 DEFAULT_NUM_FRAMES = 32
@@ -110,11 +111,7 @@ def sample_indices(total: int, fps: float, options: VideoOptions) -> list[int]:
 
 def describe_source(source: object) -> str:
     """A short name for a video source in error messages."""
-    if isinstance(source, (str, os.PathLike)):
-        return str(source)
-    if isinstance(source, (bytes, bytearray, memoryview)):
-        return f"<{len(source)} bytes of video>"
-    return f"<{type(source).__name__}>"
+    return sources.describe_source(source, "video")
 
 
 def _open(source: VideoSource, name: str) -> av.container.InputContainer:
