@@ -353,6 +353,16 @@ def test_cli_non_utf8_prompt_is_answered(tiny_ckpt):
     assert b"TTFT" in result.stderr
 
 
+def test_caption_out_naming_an_image_leaves_it_whole(tmp_path):
+    """--out photo.png (a slip of the shell) is refused before the model loads, without a byte cut off."""
+    (tmp_path / "imgs").mkdir()
+    photo = tmp_path / "imgs" / "photo.png"
+    photo.write_bytes(noise_bytes("PNG"))
+    before = photo.read_bytes()
+    assert_usage_error(run_gemma4("caption", "-m", "x", str(tmp_path / "imgs"), "--out", str(photo)), str(photo))
+    assert photo.read_bytes() == before
+
+
 # ---------------------------------------------------------------- chat commands
 
 
