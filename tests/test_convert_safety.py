@@ -310,6 +310,12 @@ def test_unwritable_parent_is_bad_input(src, tmp_path, monkeypatch):
         ("processor_config.json", '"text"', "found a string"),
         ("special_tokens_map.json", b"\xff\xfe{", "not UTF-8 text"),
         ("chat_template.jinja", b"{{ \xff }}", "not a readable UTF-8 template"),
+        # valid JSON / text the output could still not use: found here, not on the first prompt
+        ("tokenizer.json", "{}", "not a tokenizer the tokenizers library can load"),
+        ("chat_template.jinja", "{% if %}", "the chat template does not compile (line 1"),
+        ("chat_template.json", '{"chat_template": "{% for m in messages %}"}', "does not compile"),
+        ("tokenizer_config.json", '{"chat_template": [{"name": "tool_use", "template": "{{ x"}]}',
+         "(template 'tool_use'): the chat template does not compile"),
         ("preprocessor_config.json", "[" * 100_000, "JSON nested too deeply"),
         ("config.json", "[]", "expected a JSON object {...}, found a list"),
         ("config.json", "{\"model_type\": \"gemma4_unified\", \"text_config\": 5}", "'text_config' is missing or"),
