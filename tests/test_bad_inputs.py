@@ -363,6 +363,28 @@ def test_caption_out_naming_an_image_leaves_it_whole(tmp_path):
     assert photo.read_bytes() == before
 
 
+@pytest.fixture(scope="module")
+def no_tokenizer_ckpt(tiny_ckpt, tmp_path_factory) -> Path:
+    """The tiny checkpoint without its tokenizer files, as ``convert --no-tokenizer`` writes one."""
+    folder = tmp_path_factory.mktemp("notok") / "ckpt"
+    shutil.copytree(tiny_ckpt.path, folder)
+    for name in ("tokenizer.json", "tokenizer_config.json"):
+        (folder / name).unlink()
+    return folder
+
+
+@pytest.mark.parametrize("command", [["generate", "hi"], ["chat"], ["caption", "IMAGES"]])
+def test_a_checkpoint_without_tokenizer_is_named_before_loading(command, no_tokenizer_ckpt, tmp_path):
+    """Before: caption died with an AttributeError traceback, generate said "pass token ids instead"."""
+    (tmp_path / "imgs").mkdir()
+    (tmp_path / "imgs" / "a.png").write_bytes(noise_bytes("PNG"))
+    args = [str(tmp_path / "imgs") if a == "IMAGES" else a for a in command]
+    out = ["--out", str(tmp_path / "c.jsonl")] if command[0] == "caption" else []
+    err = assert_usage_error(run_gemma4(args[0], "-m", str(no_tokenizer_ckpt), *args[1:], *out),
+                             str(no_tokenizer_ckpt))
+    assert "no tokenizer.json or tokenizer_config.json" in err
+
+
 # ---------------------------------------------------------------- chat commands
 
 
