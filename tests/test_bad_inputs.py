@@ -385,6 +385,27 @@ def test_a_checkpoint_without_tokenizer_is_named_before_loading(command, no_toke
     assert "no tokenizer.json or tokenizer_config.json" in err
 
 
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.mark.parametrize("case", ["missing folder", "no tokenizer"])
+def test_serve_a_checkpoint_that_cannot_load_is_exit_2(case, tiny_ckpt, tmp_path):
+    """As for generate/chat/caption (before: exit 1, a runtime failure, for a bad --model)."""
+    folder = tmp_path / "ckpt"
+    if case == "no tokenizer":
+        shutil.copytree(tiny_ckpt.path, folder)
+        (folder / "tokenizer.json").unlink()
+    result = run_gemma4("serve", "-m", str(folder), "--port", str(_free_port()))
+    err = result.stderr.decode()
+    assert result.returncode == 2, err
+    assert "the model failed to load" in err and ("no such checkpoint folder" in err or "tokenizer" in err), err
+
+
 # ---------------------------------------------------------------- chat commands
 
 
