@@ -7,6 +7,7 @@ piped. Numbers come from ``GenerationStats`` only.
 from __future__ import annotations
 
 import time
+from pathlib import Path
 from typing import Any
 
 from rich.console import Console
@@ -74,8 +75,16 @@ def resolve(model: str, bits: int) -> Any:
 def load(model: str, bits: int, image_tokens: int | None = None, split_audio: bool = True):
     """``(model, processor)`` for ``--model``/``--bits``, the processor set to the media flags."""
     from mlx_gemma4 import load as load_checkpoint
+    from mlx_gemma4.errors import ModelLoadError
+    from mlx_gemma4.loader import _TOKENIZER_FILES
 
     folder = resolve(model, bits)
+    # Every command that loads through here reads text: without a tokenizer it could only fail later,
+    # deep inside (a converted --no-tokenizer output, say). Checked before the weights are read.
+    missing = [f for f in _TOKENIZER_FILES if not (Path(folder) / f).is_file()]
+    if missing:
+        raise ModelLoadError(f"{folder}: no {' or '.join(missing)}, so this checkpoint cannot read text; copy "
+                             "the tokenizer files from the original checkpoint into it")
     with err.status(f"loading {model}…"):
         m, processor = load_checkpoint(folder)
     if processor is not None:

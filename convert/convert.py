@@ -127,15 +127,34 @@ def write_item(writer: ShardWriter, item: Item, dtype: mx.Dtype) -> None:
             parts = quantize_weight(x.astype(dtype), item.spec)
             base = item.name[: -len(".weight")]
             mx.eval(*parts.values())
+            _check_fits(item, x, list(parts.values()))
             for suffix, arr in parts.items():
                 writer.write_rows(f"{base}.{suffix}", a, arr)
         else:
             out = item.outputs[0]
-            x = x.astype(out.dtype).reshape((b - a, *out.shape[1:])) if out.shape else x.astype(out.dtype)
-            mx.eval(x)
-            writer.write_rows(out.name, a, x)
+            kept = x.astype(out.dtype).reshape((b - a, *out.shape[1:])) if out.shape else x.astype(out.dtype)
+            mx.eval(kept)
+            _check_fits(item, x, [kept])
+            writer.write_rows(out.name, a, kept)
+            del kept
         del x
     mx.clear_cache()  # give the chunk buffers back now, not at exit: keeps peak RSS at one chunk
+
+
+def _check_fits(item: Item, source: mx.array, written: list[mx.array]) -> None:
+    """float16 tops out at 65504: a larger source value (or a scale computed from one) would be written
+    as inf without a word. Refuse instead; a source that holds inf/NaN itself is copied as it is."""
+    if not any(w.dtype == mx.float16 for w in written):
+        return
+    if all(mx.isfinite(w).all().item() for w in written if mx.issubdtype(w.dtype, mx.floating)):
+        return
+    if not mx.isfinite(source).all().item():
+        return
+    peak = mx.abs(source.astype(mx.float32)).max().item()
+    raise ConversionInputError(
+        f"{item.name}: values up to {peak:.4g} do not fit float16 (largest 65504) and would be written as inf; "
+        "convert with --dtype bfloat16 or float32"
+    )
 
 
 def convert(

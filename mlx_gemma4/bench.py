@@ -9,9 +9,11 @@ JSON form (``SCHEMA``), documented in the README's "gemma4 bench" section.
 
 from __future__ import annotations
 
+import fcntl
 import math
 import os
 import platform
+import shutil
 import statistics
 import tempfile
 import time
@@ -234,18 +236,28 @@ def synthetic_checkpoint(geometry: str, layers: int | None, bits: int, root: Pat
     out = root / f"{geometry}-{layers or 'all'}-{bits}"
     if (out / "config.json").is_file():
         return out
-    hf = root / f".{out.name}.hf"
-    if progress:
-        progress(f"synthesising {out.name} (once; cached in {root})")
-    synthesize(hf, geometry, layers, "bfloat16", force=True)
-    try:
+    root.mkdir(parents=True, exist_ok=True)
+    # One builder at a time: a second bench (another terminal, a parallel test run) waits for the first
+    # and then uses its checkpoint, instead of failing on, or replacing, the half-built source folder.
+    with open(root / f".{out.name}.build.lock", "a") as lock:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            if progress:
+                progress(f"waiting for another process building {out.name} in {root}")
+            fcntl.flock(lock, fcntl.LOCK_EX)  # released by the kernel if that process dies
+        if (out / "config.json").is_file():
+            return out
+        hf = root / f".{out.name}.hf"
         if progress:
-            progress(f"converting {out.name} to {bits} bits")
-        convert(hf, out, ConvertOptions(bits=bits, dtype="bfloat16"))
-    finally:
-        import shutil
-
-        shutil.rmtree(hf, ignore_errors=True)
+            progress(f"synthesising {out.name} (once; cached in {root})")
+        synthesize(hf, geometry, layers, "bfloat16", force=True)
+        try:
+            if progress:
+                progress(f"converting {out.name} to {bits} bits")
+            convert(hf, out, ConvertOptions(bits=bits, dtype="bfloat16"))
+        finally:
+            shutil.rmtree(hf, ignore_errors=True)
     return out
 
 

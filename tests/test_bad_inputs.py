@@ -353,6 +353,59 @@ def test_cli_non_utf8_prompt_is_answered(tiny_ckpt):
     assert b"TTFT" in result.stderr
 
 
+def test_caption_out_naming_an_image_leaves_it_whole(tmp_path):
+    """--out photo.png (a slip of the shell) is refused before the model loads, without a byte cut off."""
+    (tmp_path / "imgs").mkdir()
+    photo = tmp_path / "imgs" / "photo.png"
+    photo.write_bytes(noise_bytes("PNG"))
+    before = photo.read_bytes()
+    assert_usage_error(run_gemma4("caption", "-m", "x", str(tmp_path / "imgs"), "--out", str(photo)), str(photo))
+    assert photo.read_bytes() == before
+
+
+@pytest.fixture(scope="module")
+def no_tokenizer_ckpt(tiny_ckpt, tmp_path_factory) -> Path:
+    """The tiny checkpoint without its tokenizer files, as ``convert --no-tokenizer`` writes one."""
+    folder = tmp_path_factory.mktemp("notok") / "ckpt"
+    shutil.copytree(tiny_ckpt.path, folder)
+    for name in ("tokenizer.json", "tokenizer_config.json"):
+        (folder / name).unlink()
+    return folder
+
+
+@pytest.mark.parametrize("command", [["generate", "hi"], ["chat"], ["caption", "IMAGES"]])
+def test_a_checkpoint_without_tokenizer_is_named_before_loading(command, no_tokenizer_ckpt, tmp_path):
+    """Before: caption died with an AttributeError traceback, generate said "pass token ids instead"."""
+    (tmp_path / "imgs").mkdir()
+    (tmp_path / "imgs" / "a.png").write_bytes(noise_bytes("PNG"))
+    args = [str(tmp_path / "imgs") if a == "IMAGES" else a for a in command]
+    out = ["--out", str(tmp_path / "c.jsonl")] if command[0] == "caption" else []
+    err = assert_usage_error(run_gemma4(args[0], "-m", str(no_tokenizer_ckpt), *args[1:], *out),
+                             str(no_tokenizer_ckpt))
+    assert "no tokenizer.json or tokenizer_config.json" in err
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.mark.parametrize("case", ["missing folder", "no tokenizer"])
+def test_serve_a_checkpoint_that_cannot_load_is_exit_2(case, tiny_ckpt, tmp_path):
+    """As for generate/chat/caption (before: exit 1, a runtime failure, for a bad --model)."""
+    folder = tmp_path / "ckpt"
+    if case == "no tokenizer":
+        shutil.copytree(tiny_ckpt.path, folder)
+        (folder / "tokenizer.json").unlink()
+    result = run_gemma4("serve", "-m", str(folder), "--port", str(_free_port()))
+    err = result.stderr.decode()
+    assert result.returncode == 2, err
+    assert "the model failed to load" in err and ("no such checkpoint folder" in err or "tokenizer" in err), err
+
+
 # ---------------------------------------------------------------- chat commands
 
 

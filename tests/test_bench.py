@@ -103,3 +103,17 @@ def test_a_kind_the_checkpoint_cannot_take_is_reported_unavailable():
     header = {"batch": 1}
     rec = m.record(header, weights_bytes=10, decode_bytes=8, bandwidth_gbps=1.0)
     assert rec["decode_tps_median"] is None and rec["bandwidth_share"] is None and rec["kv_cache_bytes"] is None
+
+
+def test_two_benches_building_one_synthetic_checkpoint_both_succeed(tmp_path):
+    """The first use of --synthetic builds the checkpoint; a second process meanwhile waits for it (before:
+    its conversion of the shared source folder failed with "another conversion ... is running")."""
+    code = ("import sys; from pathlib import Path; from mlx_gemma4.bench import synthetic_checkpoint; "
+            "print(synthetic_checkpoint('tiny', 1, 16, Path(sys.argv[1])))")
+    procs = [subprocess.Popen([sys.executable, "-c", code, str(tmp_path)], stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True) for _ in range(2)]
+    results = [(p.wait(timeout=300), p.stdout.read().strip(), p.stderr.read()) for p in procs]
+    assert [r[0] for r in results] == [0, 0], results
+    assert {r[1] for r in results} == {str(tmp_path / "tiny-1-16")}
+    assert (tmp_path / "tiny-1-16" / "config.json").is_file()
+    assert sorted(p.name for p in tmp_path.iterdir() if not p.name.endswith(".lock")) == ["tiny-1-16"]

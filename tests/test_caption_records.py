@@ -13,7 +13,7 @@ from mlx_gemma4.errors import InputError
 from mlx_gemma4.jobs.audio_blocks import split_blocks, srt_time, to_srt
 from mlx_gemma4.jobs.distributed import Cluster, part_path, shard
 from mlx_gemma4.jobs.inputs import collect_items
-from mlx_gemma4.jobs.records import FileSink, complete_length, read_rows, repair_tail
+from mlx_gemma4.jobs.records import COLUMNS, FileSink, complete_length, read_rows, repair_tail
 from tests.caption_helpers import EXAMPLES
 
 ROW = {"file_name": "a.png", "caption": "x", "prompt_tokens": 1, "generation_tokens": 2, "seconds": 0.5,
@@ -65,6 +65,46 @@ def test_a_broken_row_in_the_middle_is_an_error_not_a_caption(tmp_path):
     with pytest.raises(InputError, match="line 2 is not a JSON row"):
         FileSink(path, "jsonl")
     assert path.read_text().count("\n") == 3  # never truncated
+
+
+NOT_OURS = {  # an --out that names someone else's file: refused, and not one byte of it cut
+    "an image": ("photo.jsonl", bytes(range(256)) * 4, "jsonl", "not UTF-8"),
+    "notes without a last newline": ("notes.jsonl", b"line one\nmy last line", "jsonl", "line 1 is not a JSON row"),
+    "JSON rows then prose": ("rows.jsonl", (json.dumps(ROW) + "\nhand-written note").encode(), "jsonl",
+                             "not a row cut short"),
+    "one line of prose": ("one.jsonl", b"just a line, no newline", "jsonl", "not a row cut short"),
+    "a CSV of other columns": ("data.csv", b"a,b\n1,2\n3,4", "csv", "header with a file_name column"),
+    "CSV text, no header": ("data.csv", b"no header here", "csv", "not a row cut short"),
+}
+
+
+@pytest.mark.parametrize("case", NOT_OURS)
+def test_an_output_that_is_not_ours_is_refused_untouched(tmp_path, case):
+    name, data, fmt, match = NOT_OURS[case]
+    path = tmp_path / name
+    path.write_bytes(data)
+    with pytest.raises(InputError, match=match) as info:
+        FileSink(path, fmt)
+    assert str(path) in str(info.value) and "\n" not in str(info.value)
+    assert path.read_bytes() == data
+
+
+def test_a_last_row_without_its_newline_is_kept(tmp_path):
+    path = tmp_path / "metadata.jsonl"  # hand-edited: the editor dropped the final newline
+    path.write_text(json.dumps(ROW) + "\n" + json.dumps({**ROW, "file_name": "b.png"}))
+    before = path.read_bytes()
+    sink = FileSink(path, "jsonl")
+    assert sink.done == {"a.png", "b.png"} and path.read_bytes() == before + b"\n"  # kept, newline added
+    sink.write({**ROW, "file_name": "c.png"})
+    sink.close()
+    assert [r["file_name"] for r in read_rows(path, "jsonl")] == ["a.png", "b.png", "c.png"]
+
+
+def test_a_torn_csv_header_is_cut(tmp_path):
+    path = tmp_path / "c.csv"
+    path.write_bytes(b"file_name,capt")  # killed while writing the header
+    FileSink(path, "csv").close()
+    assert path.read_text().splitlines() == [",".join(COLUMNS)]
 
 
 def test_csv_rows_with_quoted_newlines_survive_and_a_torn_row_is_cut(tmp_path):

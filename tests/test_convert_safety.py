@@ -297,6 +297,27 @@ def test_unwritable_parent_is_bad_input(src, tmp_path, monkeypatch):
     assert f"cannot write in {tmp_path} (Permission denied)" in line
 
 
+# -- lossy conversions: float16 overflow ---------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("bits", ["16", "4"])
+def test_values_float16_cannot_hold_are_refused_not_written_as_inf(src, tmp_path, bits):
+    import mlx.core as mx
+
+    shard = next(src.glob("*.safetensors"))
+    weights = mx.load(str(shard))
+    name = next(k for k in weights if k.endswith("mlp.up_proj.weight"))
+    w = weights[name]
+    weights[name] = mx.where(mx.arange(w.shape[1])[None] == 0, mx.array(1e5, w.dtype), w)  # one large column
+    shard.unlink()  # a symlink to the shared source: write a private file
+    mx.save_safetensors(str(shard), weights, metadata={"format": "pt"})
+    line = run(["convert", src, tmp_path / "out", "--bits", bits, "--dtype", "float16"], 2)
+    assert "mlp.up_proj.weight: values up to 9.984e+04 do not fit float16" in line and "--dtype bfloat16" in line
+    assert not (tmp_path / "out").exists()
+    no_staging(tmp_path)
+    run(["convert", src, tmp_path / "out", "--bits", bits], 0)  # bfloat16 holds them
+
+
 # -- 8, 13: side files and JSON files ---------------------------------------------------------------------
 
 
@@ -310,6 +331,12 @@ def test_unwritable_parent_is_bad_input(src, tmp_path, monkeypatch):
         ("processor_config.json", '"text"', "found a string"),
         ("special_tokens_map.json", b"\xff\xfe{", "not UTF-8 text"),
         ("chat_template.jinja", b"{{ \xff }}", "not a readable UTF-8 template"),
+        # valid JSON / text the output could still not use: found here, not on the first prompt
+        ("tokenizer.json", "{}", "not a tokenizer the tokenizers library can load"),
+        ("chat_template.jinja", "{% if %}", "the chat template does not compile (line 1"),
+        ("chat_template.json", '{"chat_template": "{% for m in messages %}"}', "does not compile"),
+        ("tokenizer_config.json", '{"chat_template": [{"name": "tool_use", "template": "{{ x"}]}',
+         "(template 'tool_use'): the chat template does not compile"),
         ("preprocessor_config.json", "[" * 100_000, "JSON nested too deeply"),
         ("config.json", "[]", "expected a JSON object {...}, found a list"),
         ("config.json", "{\"model_type\": \"gemma4_unified\", \"text_config\": 5}", "'text_config' is missing or"),

@@ -81,10 +81,25 @@ def _row_from_csv(rec: dict[str, str]) -> dict[str, Any]:
 def read_rows(path: Path, fmt: str) -> Iterator[dict[str, Any]]:
     """The complete rows of an output file (a torn tail is ignored here; ``repair_tail`` removes it)."""
     data = path.read_bytes()
-    data = data[: complete_length(data, fmt)]
-    text = data.decode("utf-8")
+    yield from _parse_rows(path, data[: complete_length(data, fmt)], fmt)
+
+
+def _not_ours(path: Path, why: str) -> InputError:
+    return InputError(f"{path}: {why}, so it is not an output of gemma4 caption/transcribe; it was left untouched: "
+                      "move it aside or choose another --out")
+
+
+def _parse_rows(path: Path, data: bytes, fmt: str) -> Iterator[dict[str, Any]]:
+    """The rows in ``data`` (complete rows only); InputError naming ``path`` when they are not rows of ours."""
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise _not_ours(path, f"byte {e.start} is not UTF-8 text") from None
     if fmt == "csv":
-        yield from (_row_from_csv(r) for r in csv.DictReader(io.StringIO(text, newline="")))
+        reader = csv.DictReader(io.StringIO(text, newline=""))
+        if text and "file_name" not in (reader.fieldnames or ()):
+            raise _not_ours(path, "its first line is not a header with a file_name column")
+        yield from (_row_from_csv(r) for r in reader)
         return
     for n, line in enumerate(text.split("\n"), 1):  # not splitlines(): U+2028 may be in a caption
         if not line.strip():
@@ -96,6 +111,42 @@ def read_rows(path: Path, fmt: str) -> Iterator[dict[str, Any]]:
         if not isinstance(row, dict) or not isinstance(row.get("file_name"), str):
             raise InputError(f"{path}: line {n} has no file_name; this is not a caption file")
         yield row
+
+
+def _whole_row(tail: bytes) -> bool:
+    """Whether ``tail`` is a complete JSON row that only lacks its newline (a hand-edited file)."""
+    try:
+        row = json.loads(tail.decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError):
+        return False
+    return isinstance(row, dict) and isinstance(row.get("file_name"), str)
+
+
+def prepare_existing(path: Path, fmt: str, columns: tuple[str, ...] = COLUMNS) -> int:
+    """Check that an existing output holds our rows, then cut a torn last row; returns the bytes removed.
+
+    Nothing is cut from a file that is not ours (binary data, other text, a CSV with other columns):
+    its complete rows are checked first, and the bytes after them must be the start of a row as this
+    module writes it (``{"file_name": …`` in JSONL; in CSV the header when no line is complete yet).
+    """
+    data = path.read_bytes()
+    keep = complete_length(data, fmt)
+    for _ in _parse_rows(path, data[:keep], fmt):
+        pass
+    tail = data[keep:]
+    if not tail:
+        return 0
+    if fmt == "jsonl" and _whole_row(tail):
+        with open(path, "ab") as f:  # keep the row: give it its newline
+            f.write(b"\n")
+        return 0
+    if fmt == "jsonl":
+        start = ("{" + json.dumps(columns[0]) + ": ").encode()
+    else:
+        start = ",".join(columns).encode() if keep == 0 else b""
+    if not (tail.startswith(start) or start.startswith(tail)):
+        raise _not_ours(path, f"its last {len(tail)} bytes are not a row cut short")
+    return repair_tail(path, fmt)
 
 
 def encode_row(row: dict[str, Any], fmt: str, columns: tuple[str, ...] = COLUMNS) -> bytes:
@@ -116,7 +167,7 @@ class FileSink:
         self.done: set[str] = set()
         _check_writable(self.path)
         if self.path.exists() and self.path.stat().st_size:
-            repair_tail(self.path, fmt)
+            prepare_existing(self.path, fmt, columns)
             self.done = {key(r) for r in read_rows(self.path, fmt)}
         # O_APPEND: every write lands at the end, never over earlier rows.
         self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)

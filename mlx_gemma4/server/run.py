@@ -6,7 +6,7 @@ import asyncio
 import logging
 
 from ..batching.engine import Engine
-from ..errors import InputError
+from ..errors import InputError, ModelLoadError
 from .app import ServerConfig, create_app
 
 log = logging.getLogger("mlx_gemma4.server")
@@ -33,7 +33,7 @@ def _share_uvicorn_logging(level: str) -> None:
 
 def serve(load_fn, config: ServerConfig, *, host: str = "127.0.0.1", port: int = 8080, max_concurrency: int = 8,
           max_queue: int = 64, prompt_cache_bytes: int = 1 << 30, log_level: str = "info") -> int:
-    """Run until interrupted → 0, or 2 / 1 when the model failed to load (bad input / other).
+    """Run until interrupted → 0, or 2 / 1 when the model failed to load (bad input or checkpoint / other).
 
     The port is bound before the model loads: ``/health`` answers 503 until it is ready."""
     import uvicorn
@@ -64,6 +64,7 @@ def serve(load_fn, config: ServerConfig, *, host: str = "127.0.0.1", port: int =
         engine.stop()
     if engine.load_error is None:
         return 0
-    return 2 if isinstance(engine.load_error, InputError) else 1
+    # A checkpoint that cannot be loaded is bad input (exit 2), as for every other command.
+    return 2 if isinstance(engine.load_error, (InputError, ModelLoadError)) else 1
 
 
