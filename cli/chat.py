@@ -100,7 +100,7 @@ def _save(chat: ChatState, arg: str) -> bool:
         return True
     path = Path(arg).expanduser()
     try:
-        path.write_text(json.dumps({"messages": chat.session.messages}, ensure_ascii=False, indent=2, default=str)
+        path.write_text(json.dumps({"messages": chat.session.conversation()}, ensure_ascii=False, indent=2, default=str)
                         + "\n", encoding="utf-8")
     except OSError as e:
         note(f"error: /save {arg}: {e.strerror or e}", "bold red")

@@ -109,5 +109,7 @@ def test_piped_chat_commands_take_effect(tiny_ckpt, tmp_path):
     users = [m["content"] for m in messages if m["role"] == "user"]
     assert [item["type"] for item in users[3]] == ["audio", "text"]
     assert [item["type"] for item in users[4]] == ["video", "text"]
+    # /save names the attached files, so a saved chat says what the model was shown
+    assert users[3][0]["path"].endswith("speech.ogg") and users[4][0]["path"].endswith("bouncing_ball.mp4")
     assert users[5] == [{"type": "text", "text": "line one\nline two"}]
     assert len(users) == 6  # the conversation before /system is gone
