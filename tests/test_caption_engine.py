@@ -77,3 +77,20 @@ def test_rows_joining_mid_decode_equal_each_item_alone(loaded, folder, tmp_path,
     assert len(lengths) >= 3, f"captions must differ in length so rows leave and join mid-decode: {lengths}"
     # With a system turn every item after the first resumes from its snapshot; without one nothing is shared.
     assert (summary.cached_tokens > 0) == (system is not None)
+
+
+def test_max_tokens_zero_generates_nothing_like_generate(loaded, folder, tmp_path):
+    """A job asking for no tokens ends after the prefill with none (before: the engine sampled one anyway,
+    so ``caption --max-tokens 0`` wrote a one-word caption and counted a generated token)."""
+    model, processor = loaded
+    request = GenerationRequest(max_tokens=0, temperature=0.0)
+    items, _ = collect_items([str(folder / "a.png")])
+    sink = FileSink(tmp_path / "rows.jsonl", "jsonl")
+    summary = run_job(model, processor, items, sink, JobOptions(batch_size=2, request=request))
+    sink.close()
+    assert (summary.done, summary.failed) == (1, 0)
+    [row] = jsonl_rows(tmp_path / "rows.jsonl")
+    alone = generate(model, processor, build_messages(items[0], JobOptions()), images=[str(items[0].path)],
+                     request=request)
+    assert alone.stats.generation_tokens == 0 and alone.text == ""
+    assert (row["caption"], row["generation_tokens"], row["finish_reason"]) == ("", 0, "length")

@@ -100,6 +100,23 @@ def test_a_last_row_without_its_newline_is_kept(tmp_path):
     assert [r["file_name"] for r in read_rows(path, "jsonl")] == ["a.png", "b.png", "c.png"]
 
 
+@pytest.mark.parametrize("fmt", ["jsonl", "csv"])
+def test_a_file_name_that_is_not_utf8_round_trips(tmp_path, fmt):
+    """Linux gives a non-UTF-8 name (b"caf\\xe9.png") as a lone surrogate; before, writing its row raised
+    UnicodeEncodeError mid-run."""
+    name = b"caf\xe9.png".decode("utf-8", "surrogateescape")
+    path = tmp_path / f"c.{fmt}"
+    sink = FileSink(path, fmt)
+    sink.write({**ROW, "file_name": name, "error": f"{name}: not an image"})
+    sink.write({**ROW, "file_name": "b.png"})
+    sink.close()
+    rows = list(read_rows(path, fmt))
+    assert [r["file_name"] for r in rows] == [name, "b.png"] and rows[0]["error"] == f"{name}: not an image"
+    assert FileSink(path, fmt).done == {name, "b.png"}  # a resumed run skips it
+    if fmt == "jsonl":
+        path.read_bytes().decode("utf-8")  # still UTF-8 (the name as a \\udce9 escape)
+
+
 def test_a_torn_csv_header_is_cut(tmp_path):
     path = tmp_path / "c.csv"
     path.write_bytes(b"file_name,capt")  # killed while writing the header

@@ -8,6 +8,7 @@ import threading
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 from starlette.testclient import TestClient
 
@@ -325,3 +326,26 @@ def test_server_logs_the_engine_where_uvicorn_logs(monkeypatch):
     assert engine.log.name == "mlx_gemma4.batching"
     assert engine.log.handlers == [handler] and not engine.log.propagate
     assert logging.getLogger("mlx_gemma4.server").handlers == [handler]
+
+
+def test_an_id_outside_the_vocabulary_fails_its_job_not_the_engine(engine, reference):
+    """A tokenizer with more tokens than the embedding table (an added token past the vocabulary) gives ids
+    the engine must not embed: the job fails with a 400, and the engine serves the next one."""
+    from mlx_gemma4.server.parsing import Settings
+
+    model, _ = reference
+    vocab = model.config.text_config.vocab_size
+    events, done = [], threading.Event()
+
+    def emit(ev):
+        events.append(ev)
+        if isinstance(ev, (Done, Failed)):
+            done.set()
+
+    ids = np.array([[2, 100, vocab]], np.int32)
+    engine.submit(make_job(model, engine.tokenizer, ids, {}, Settings(max_tokens=3), Limits(), emit))
+    assert done.wait(60)
+    assert isinstance(events[-1], Failed) and as_api_error(events[-1].error).status == 400
+    assert f"token id {vocab} is outside the vocabulary" in str(events[-1].error)
+    ok = _submit(engine, reference, [{"role": "user", "content": "hi"}], 3, temperature=0)
+    assert ok["done"].wait(60) and isinstance(ok["events"][-1], Done)

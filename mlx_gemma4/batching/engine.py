@@ -223,7 +223,7 @@ class Engine:
             self.prompt_cache.store(flat[:cut], digest(cut), [(k + 0, v + 0) for k, v in map(temporal_kv, cache)])
             start = cut
         logits, _ = prefill(model, ids[:, start:], embeds[:, start:], cache, self.prefill_chunk)
-        row.accept(row.sample(logits).item())
+        row.start(logits)
         return row, cache
 
     def _sot_id(self) -> int | None:

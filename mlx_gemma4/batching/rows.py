@@ -75,6 +75,15 @@ class Row:
                                         mx.random.key(seed) if seed is not None else None)
         return self.sampler(logits)
 
+    def start(self, logits: mx.array) -> None:
+        """The prefill's logits (1, V): the first token, unless the job asked for none (then the row ends
+        here with no token, as ``generate(max_tokens=0)`` does)."""
+        self.timer.mark_first_token()
+        if self.job.limit <= 0:
+            self._end()
+            return
+        self.accept(self.sample(logits).item())
+
     def accept(self, token: int) -> None:
         """A sampled token: text pieces out, and the end of the row once it is done."""
         self.timer.mark_first_token()

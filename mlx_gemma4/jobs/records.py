@@ -92,7 +92,7 @@ def _not_ours(path: Path, why: str) -> InputError:
 def _parse_rows(path: Path, data: bytes, fmt: str) -> Iterator[dict[str, Any]]:
     """The rows in ``data`` (complete rows only); InputError naming ``path`` when they are not rows of ours."""
     try:
-        text = data.decode("utf-8")
+        text = data.decode("utf-8", "surrogateescape" if fmt == "csv" else "strict")
     except UnicodeDecodeError as e:
         raise _not_ours(path, f"byte {e.start} is not UTF-8 text") from None
     if fmt == "csv":
@@ -151,11 +151,15 @@ def prepare_existing(path: Path, fmt: str, columns: tuple[str, ...] = COLUMNS) -
 
 def encode_row(row: dict[str, Any], fmt: str, columns: tuple[str, ...] = COLUMNS) -> bytes:
     """One row as the bytes appended to the file (always ending with a newline)."""
+    # A file name that is not UTF-8 (Linux hands its bytes over as lone surrogates) must survive the
+    # round trip, or resuming would never find its row: JSONL writes it as a \udcXX escape (still
+    # UTF-8, read back as the same string), CSV (no escapes) as its original bytes.
     if fmt == "jsonl":
-        return (json.dumps({k: row.get(k) for k in columns}, ensure_ascii=False) + "\n").encode("utf-8")
+        text = json.dumps({k: row.get(k) for k in columns}, ensure_ascii=False) + "\n"
+        return text.encode("utf-8", "backslashreplace")
     buf = io.StringIO()
     csv.writer(buf, lineterminator="\n").writerow(["" if row.get(k) is None else row.get(k) for k in columns])
-    return buf.getvalue().encode("utf-8")
+    return buf.getvalue().encode("utf-8", "surrogateescape")
 
 
 class FileSink:
