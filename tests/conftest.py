@@ -2,9 +2,17 @@
 
 from __future__ import annotations
 
+import signal
+
 import pytest
 
 from tests.reference import REAL_12B_TEXT, SMALL_VOCAB_IDS, build_checkpoint
+
+# A test run started in the background by a shell without job control inherits SIGINT *ignored*, and so
+# would every gemma4 process the tests start: the Ctrl-C tests would hang. With a handler here instead,
+# each child starts with the default disposition (a handler, unlike "ignored", is reset by exec).
+if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 @pytest.fixture(scope="session")
