@@ -76,12 +76,12 @@ def load(model: str, bits: int, image_tokens: int | None = None, split_audio: bo
     """``(model, processor)`` for ``--model``/``--bits``, the processor set to the media flags."""
     from mlx_gemma4 import load as load_checkpoint
     from mlx_gemma4.errors import ModelLoadError
-    from mlx_gemma4.loader import _TOKENIZER_FILES
+    from mlx_gemma4.loader import TOKENIZER_FILES
 
     folder = resolve(model, bits)
     # Every command that loads through here reads text: without a tokenizer it could only fail later,
     # deep inside (a converted --no-tokenizer output, say). Checked before the weights are read.
-    missing = [f for f in _TOKENIZER_FILES if not (Path(folder) / f).is_file()]
+    missing = [f for f in TOKENIZER_FILES if not (Path(folder) / f).is_file()]
     if missing:
         raise ModelLoadError(f"{folder}: no {' or '.join(missing)}, so this checkpoint cannot read text; copy "
                              "the tokenizer files from the original checkpoint into it")

@@ -18,7 +18,7 @@ from mlx_gemma4.config import (
 from mlx_gemma4.errors import ConversionError, ConversionInputError, Gemma4Error
 from mlx_gemma4.generation.sampling import GenerationDefaults
 from mlx_gemma4.jsonfile import read_json_object
-from mlx_gemma4.loader import _TOKENIZER_FILES, check_shapes, infer_layer_geometry, resolve_path, weight_files
+from mlx_gemma4.loader import TOKENIZER_FILES, check_shapes, infer_layer_geometry, resolve_path, weight_files
 from mlx_gemma4.weights import assistant_to_mlx_name, to_mlx_name
 
 from .safetensors_io import TensorInfo, read_header
@@ -39,8 +39,6 @@ SIDE_FILES = (
     "preprocessor_config.json",
     "video_preprocessor_config.json",
 )
-# The loader builds a processor only when both are present (``load``): without them the CLI cannot run OUT.
-TOKENIZER_FILES = _TOKENIZER_FILES
 # Reported when absent (the loader falls back to defaults); alternatives separated by " or ".
 EXPECTED_SIDE_FILES = (*TOKENIZER_FILES, "chat_template.jinja or chat_template.json", "generation_config.json",
                        "processor_config.json or preprocessor_config.json")

@@ -23,7 +23,7 @@ from .model.gemma4 import Gemma4Model
 from .quant import quantize_for_loading
 from .weights import sanitize, sanitize_assistant
 
-_TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json")
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json")  # a processor is built only when both are there
 DTYPES = {"float32": mx.float32, "bfloat16": mx.bfloat16, "float16": mx.float16}
 
 
@@ -190,7 +190,7 @@ def load(path_or_repo: str | Path, dtype: str | mx.Dtype | None = None, with_pro
     folder = resolve_path(path_or_repo)
     model = load_model(folder, dtype)
     processor = None
-    if with_processor and all((folder / f).is_file() for f in _TOKENIZER_FILES):
+    if with_processor and all((folder / f).is_file() for f in TOKENIZER_FILES):
         from .processing import Processor
 
         processor = Processor.from_pretrained(folder)
