@@ -19,6 +19,7 @@ from mlx_gemma4.errors import ConversionError, ConversionInputError, Gemma4Error
 from mlx_gemma4.generation.sampling import GenerationDefaults
 from mlx_gemma4.jsonfile import read_json_object
 from mlx_gemma4.loader import TOKENIZER_FILES, check_shapes, infer_layer_geometry, resolve_path, weight_files
+from mlx_gemma4.processing.prompt import check_chat_template
 from mlx_gemma4.weights import assistant_to_mlx_name, to_mlx_name
 
 from .safetensors_io import TensorInfo, read_header
@@ -118,13 +119,13 @@ def check_side_files(folder: Path) -> list[str]:
             elif name == "tokenizer.json":
                 _check_tokenizer(path)
             elif name in ("tokenizer_config.json", "chat_template.json") and "chat_template" in data:
-                _check_template(path, data["chat_template"])
+                check_chat_template(str(path), data["chat_template"], ConversionInputError)
         elif name.endswith(".jinja"):
             try:
                 text = path.read_text(encoding="utf-8")
             except (OSError, UnicodeDecodeError) as e:
                 raise ConversionInputError(f"{path}: not a readable UTF-8 template ({e})") from e
-            _check_template(path, text)
+            check_chat_template(str(path), text, ConversionInputError)
         elif path.stat().st_size == 0:
             raise ConversionInputError(f"{path}: empty file")
         present.append(name)
@@ -140,42 +141,6 @@ def _check_tokenizer(path: Path) -> None:
         Tokenizer.from_file(str(path))
     except Exception as e:  # the Rust side raises plain Exception with a serde message
         raise ConversionInputError(f"{path}: not a tokenizer the tokenizers library can load ({e})") from e
-
-
-def _generation_tag():
-    """transformers' ``{% generation %}…{% endgeneration %}`` block (marks assistant text): parsed as a
-    plain block, so templates that use it compile here too."""
-    import jinja2.ext
-    import jinja2.nodes
-
-    class GenerationTag(jinja2.ext.Extension):
-        tags = {"generation"}
-
-        def parse(self, parser):
-            lineno = next(parser.stream).lineno
-            body = parser.parse_statements(("name:endgeneration",), drop_needle=True)
-            return jinja2.nodes.Scope(body).set_lineno(lineno)
-
-    return GenerationTag
-
-
-def _check_template(path: Path, template: Any) -> None:
-    """A chat template (a string, or a list of named ones) must compile: a syntax error would otherwise
-    surface as "the chat template rejected the messages" on the first prompt."""
-    import jinja2
-
-    named = [t for t in template if isinstance(t, dict)] if isinstance(template, list) else []
-    sources = [(t.get("name", "?"), t.get("template")) for t in named] or [(None, template)]
-    env = jinja2.Environment(extensions=["jinja2.ext.loopcontrols", _generation_tag()])
-    for label, text in sources:
-        where = f"{path} (template {label!r})" if label else str(path)
-        if not isinstance(text, str):
-            raise ConversionInputError(f"{where}: the chat template is not a string")
-        try:
-            env.parse(text)
-        except jinja2.TemplateSyntaxError as e:
-            raise ConversionInputError(f"{where}: the chat template does not compile (line {e.lineno}: "
-                                       f"{e.message})") from e
 
 
 def missing_side_files(folder: Path, present: list[str]) -> list[str]:

@@ -252,6 +252,8 @@ def _edit(folder: Path, case: str) -> Path:
     elif case == "truncated weights":
         shard = next(folder.glob("*.safetensors"))
         shard.write_bytes(shard.read_bytes()[:1000])
+    elif case == "chat template does not compile":
+        (folder / "chat_template.jinja").write_text("{% for m in messages %}{{ m.content }}")  # no endfor
     return folder
 
 
@@ -265,6 +267,7 @@ MODEL_FOLDERS = {
     "no text_config size": "hidden_size",
     "no weights": "safetensors",
     "truncated weights": "safetensors",
+    "chat template does not compile": r"chat_template.jinja: the chat template does not compile \(line 1",
 }
 
 

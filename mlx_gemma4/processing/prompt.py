@@ -81,10 +81,61 @@ def load_tokenizer(folder: str | Path) -> Any:
     from transformers import AutoTokenizer  # heavy import, only when a tokenizer is actually loaded
 
     try:
-        return AutoTokenizer.from_pretrained(str(folder))
+        tokenizer = AutoTokenizer.from_pretrained(str(folder))
     except (OSError, ValueError, KeyError, TypeError) as e:
         _check_tokenizer_json(Path(folder))  # a broken JSON file: name it (transformers does not)
         raise ModelLoadError(f"{folder}: cannot load the tokenizer ({e})") from e
+    if getattr(tokenizer, "chat_template", None):
+        check_chat_template(_template_file(Path(folder)), tokenizer.chat_template, ModelLoadError)
+    return tokenizer
+
+
+def _generation_tag():
+    """transformers' ``{% generation %}…{% endgeneration %}`` block (marks assistant text): parsed as a
+    plain block, so templates that use it compile here too."""
+    import jinja2.ext
+    import jinja2.nodes
+
+    class GenerationTag(jinja2.ext.Extension):
+        tags = {"generation"}
+
+        def parse(self, parser):
+            lineno = next(parser.stream).lineno
+            body = parser.parse_statements(("name:endgeneration",), drop_needle=True)
+            return jinja2.nodes.Scope(body).set_lineno(lineno)
+
+    return GenerationTag
+
+
+def check_chat_template(where: str, template: Any, error: type[Exception]) -> None:
+    """A chat template (a string, named ones as a list of ``{"name", "template"}`` or a dict) must compile:
+    a syntax error would otherwise surface as "the chat template rejected the messages" on the first
+    prompt, naming no file. ``error`` names ``where`` (a file) and the line."""
+    import jinja2
+
+    if isinstance(template, dict):
+        sources = list(template.items())
+    elif isinstance(template, list):
+        sources = [(t.get("name", "?"), t.get("template")) for t in template if isinstance(t, dict)]
+    else:
+        sources = [(None, template)]
+    env = jinja2.Environment(extensions=["jinja2.ext.loopcontrols", _generation_tag()])
+    for label, text in sources:
+        place = f"{where} (template {label!r})" if label else where
+        if not isinstance(text, str):
+            raise error(f"{place}: the chat template is not a string")
+        try:
+            env.parse(text)
+        except jinja2.TemplateSyntaxError as e:
+            raise error(f"{place}: the chat template does not compile (line {e.lineno}: {e.message})") from e
+
+
+def _template_file(folder: Path) -> str:
+    """The file a loaded tokenizer's chat template came from (as AutoTokenizer looks for it)."""
+    for name in ("chat_template.jinja", "chat_template.json", "tokenizer_config.json"):
+        if (folder / name).exists():
+            return str(folder / name)
+    return str(folder)
 
 
 def _check_tokenizer_json(folder: Path) -> None:
