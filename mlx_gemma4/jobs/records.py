@@ -122,8 +122,8 @@ def _whole_row(tail: bytes) -> bool:
     return isinstance(row, dict) and isinstance(row.get("file_name"), str)
 
 
-def prepare_existing(path: Path, fmt: str, columns: tuple[str, ...] = COLUMNS) -> int:
-    """Check that an existing output holds our rows, then cut a torn last row; returns the bytes removed.
+def prepare_existing(path: Path, fmt: str, columns: tuple[str, ...] = COLUMNS) -> list[dict[str, Any]]:
+    """The rows of an existing output, once it is checked to be ours and a torn last row is cut off.
 
     Nothing is cut from a file that is not ours (binary data, other text, a CSV with other columns):
     its complete rows are checked first, and the bytes after them must be the start of a row as this
@@ -131,22 +131,22 @@ def prepare_existing(path: Path, fmt: str, columns: tuple[str, ...] = COLUMNS) -
     """
     data = path.read_bytes()
     keep = complete_length(data, fmt)
-    for _ in _parse_rows(path, data[:keep], fmt):
-        pass
+    rows = list(_parse_rows(path, data[:keep], fmt))
     tail = data[keep:]
     if not tail:
-        return 0
+        return rows
     if fmt == "jsonl" and _whole_row(tail):
         with open(path, "ab") as f:  # keep the row: give it its newline
             f.write(b"\n")
-        return 0
+        return [*rows, json.loads(tail.decode("utf-8"))]
     if fmt == "jsonl":
         start = ("{" + json.dumps(columns[0]) + ": ").encode()
     else:
         start = ",".join(columns).encode() if keep == 0 else b""
     if not (tail.startswith(start) or start.startswith(tail)):
         raise _not_ours(path, f"its last {len(tail)} bytes are not a row cut short")
-    return repair_tail(path, fmt)
+    repair_tail(path, fmt)
+    return rows
 
 
 def encode_row(row: dict[str, Any], fmt: str, columns: tuple[str, ...] = COLUMNS) -> bytes:
@@ -171,8 +171,7 @@ class FileSink:
         self.done: set[str] = set()
         _check_writable(self.path)
         if self.path.exists() and self.path.stat().st_size:
-            prepare_existing(self.path, fmt, columns)
-            self.done = {key(r) for r in read_rows(self.path, fmt)}
+            self.done = {key(r) for r in prepare_existing(self.path, fmt, columns)}
         # O_APPEND: every write lands at the end, never over earlier rows.
         self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
         if fmt == "csv" and os.fstat(self._fd).st_size == 0:
